@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Builds ops into build/ (or $1 with extra cmake args after it). Binaries land in build/bin/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=${1:-build}; shift || true
+cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+cmake --build "$dir" -j"$(nproc)" -- --no-print-directory 2>&1 | grep -vE '^\[ *[0-9]+%\]' || true
+test "${PIPESTATUS[0]}" -eq 0
