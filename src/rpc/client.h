@@ -1,0 +1,70 @@
+/* rpc client: channels and calls, the only client-side code that touches the gRPC C core.
+ *
+ * A channel targets "host:port", a comma-separated list of them (round-robin), or
+ * "dns:///name:port" (round-robin over every address). Calls are blocking and thread-safe:
+ * many threads may call on one channel at once.
+ *
+ * Owns: the grpc_channel. A unary call's decoded answer belongs to the caller, freed with
+ * protobuf_c_message_free_unpacked(msg, NULL); a stream belongs to the caller until
+ * rpc_stream_close(). */
+#ifndef OPS_RPC_CLIENT_H
+#define OPS_RPC_CLIENT_H
+
+#include <protobuf-c/protobuf-c.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rpc/settings.h"
+#include "rpc/status.h"
+
+typedef struct rpc_channel rpc_channel;
+typedef struct rpc_stream rpc_stream;
+
+typedef struct rpc_client_opts {
+    rpc_tls tls;
+    rpc_settings settings; /* rpc_settings_defaults(RPC_PROFILE_DAEMON_CLIENT) if zeroed */
+} rpc_client_opts;
+
+/* The outcome of a call: the status code, its message, and the error kind of CONTRACT.md. */
+typedef struct rpc_result {
+    int code;
+    rpc_error_kind kind;
+    int attempts;
+    char message[512];
+} rpc_result;
+
+typedef struct rpc_call_opts {
+    int64_t timeout_ms;      /* per attempt; 0 = 30 s */
+    int idempotent;          /* only then are failed attempts retried */
+    int retry_on_deadline;   /* also retry DEADLINE_EXCEEDED (idempotent calls only) */
+    int max_attempts;        /* 0 = 3; backoff 100 ms doubling to at most 1 s */
+    const char *trace_id;    /* sent as x-trace-id; NULL = a new one */
+    const char *const *metadata; /* extra key, value, key, value, ..., NULL */
+} rpc_call_opts;
+
+rpc_channel *rpc_channel_new(const char *target, const rpc_client_opts *opts, char *err,
+                             size_t errlen);
+void rpc_channel_free(rpc_channel *ch);
+const char *rpc_channel_target(const rpc_channel *ch);
+
+/* Calls method ("/pkg.Service/Method") with req. On RPC_OK *resp is the decoded answer (the
+ * caller's). Returns res->code. opts may be NULL. */
+int rpc_call_unary(rpc_channel *ch, const char *method, const ProtobufCMessage *req,
+                   const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                   const rpc_call_opts *opts, rpc_result *res);
+
+/* Opens a server-streaming call (timeout_ms 0 = no deadline for streams). Returns 0, or -1
+ * with res set. */
+int rpc_stream_open(rpc_channel *ch, const char *method, const ProtobufCMessage *req,
+                    const rpc_call_opts *opts, rpc_stream **out, rpc_result *res);
+/* Next message: 1 with *msg (the caller's), 0 at the end of the stream with the final status
+ * in res (res->code RPC_OK for a clean end). */
+int rpc_stream_next(rpc_stream *st, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **msg,
+                    rpc_result *res);
+/* Cancels the call if still open, and frees it. */
+void rpc_stream_close(rpc_stream *st);
+
+/* A fresh trace id (32 hex characters) into buf (>= 33 bytes). */
+void rpc_new_trace_id(char *buf);
+
+#endif

@@ -1,0 +1,94 @@
+/* rpc server: the only server-side code that touches the gRPC C core.
+ *
+ * A server listens on one or more addresses and serves a table of methods. Each call is a
+ * small state machine driven by a pool of worker threads draining one completion queue.
+ * A handler sees a decoded protobuf-c request and fills a response; both live in a per-call
+ * arena that the server frees when the call ends, so handlers never free what they build:
+ * allocate response strings and arrays with rpc_ctx_alloc()/rpc_ctx_strdup().
+ *
+ * Owns: the grpc_server, its completion queue, the worker threads, every in-flight call.
+ * Every server also serves grpc.health.v1.Health (Check and Watch). */
+#ifndef OPS_RPC_SERVER_H
+#define OPS_RPC_SERVER_H
+
+#include <protobuf-c/protobuf-c.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rpc/settings.h"
+#include "rpc/status.h"
+
+typedef struct rpc_server rpc_server;
+typedef struct rpc_ctx rpc_ctx;
+
+/* Unary handler: fill *resp (already initialised as an empty message of the method's response
+ * type). Return RPC_OK, or a code set with rpc_ctx_errorf(). */
+typedef int (*rpc_unary_fn)(rpc_ctx *ctx, const void *req, void *resp, void *user);
+/* Server-streaming handler: send messages with rpc_ctx_send() and return the final status.
+ * Runs on a thread of its own, so it may block (poll rpc_ctx_cancelled() while waiting). */
+typedef int (*rpc_stream_fn)(rpc_ctx *ctx, const void *req, void *user);
+
+/* Run the handler off the worker pool, on a thread of its own: for calls that may take long
+ * (stopping an agent gracefully takes up to 30 s) so that they never starve other calls. */
+#define RPC_METHOD_SLOW 1u
+
+typedef struct rpc_method {
+    const char *path; /* "/manager.ManagerService/Heartbeat" */
+    const ProtobufCMessageDescriptor *req;
+    const ProtobufCMessageDescriptor *resp;
+    rpc_unary_fn unary;   /* exactly one of unary and stream */
+    rpc_stream_fn stream;
+    void *user;
+    unsigned flags;
+} rpc_method;
+
+typedef struct rpc_server_opts {
+    const char *name;           /* for log lines: "manager", "daemon" */
+    const char *const *listen;  /* NULL-terminated "host:port" list; port 0 picks one */
+    rpc_tls tls;
+    rpc_settings settings;      /* rpc_settings_defaults(RPC_PROFILE_SERVER) if zeroed */
+    int workers;                /* completion-queue threads; 0 = 2 x cores, at least 4 */
+    int max_streams;            /* concurrent streaming/slow handler threads; 0 = 1024 */
+    int quiet_access_log;       /* access lines at debug level instead of info */
+} rpc_server_opts;
+
+/* Creates and binds. Returns NULL with err set ("listen 0.0.0.0:9090: address in use"...). */
+rpc_server *rpc_server_new(const rpc_server_opts *opts, char *err, size_t errlen);
+/* Adds methods (before rpc_server_start). The table must outlive the server. Returns 0/-1. */
+int rpc_server_add_methods(rpc_server *s, const rpc_method *methods, size_t n, char *err,
+                           size_t errlen);
+/* Starts serving. Returns 0, or -1 with err. */
+int rpc_server_start(rpc_server *s, char *err, size_t errlen);
+/* The port actually bound for the i-th listen address (useful with port 0); 0 if none. */
+int rpc_server_port(const rpc_server *s, size_t i);
+/* Health of a service name ("" is the whole server): 1 serving, 0 not serving. Watchers are
+ * told at once. The server sets "" serving at start and not serving at shutdown. */
+void rpc_server_set_health(rpc_server *s, const char *service, int serving);
+/* Graceful: stop accepting, let in-flight calls finish within grace_ms, cancel the rest,
+ * drain, join the workers. Idempotent. */
+void rpc_server_shutdown(rpc_server *s, int64_t grace_ms);
+/* Shuts down (grace 0) if needed, then frees. */
+void rpc_server_free(rpc_server *s);
+
+/* --- inside a handler ------------------------------------------------------------------- */
+const char *rpc_ctx_method(const rpc_ctx *c);
+const char *rpc_ctx_peer(const rpc_ctx *c);      /* "ipv4:127.0.0.1:5555" */
+const char *rpc_ctx_trace_id(const rpc_ctx *c);  /* from x-trace-id, or made for this call */
+/* Wall-clock deadline in ms since the epoch; INT64_MAX when the client set none. */
+int64_t rpc_ctx_deadline_ms(const rpc_ctx *c);
+/* Value of an incoming metadata key (lower case), or NULL. Arena-owned. */
+const char *rpc_ctx_metadata(rpc_ctx *c, const char *key);
+/* The verified client certificate's identity (first DNS SAN, else CN) under mutual TLS; NULL
+ * otherwise. Arena-owned. */
+const char *rpc_ctx_peer_identity(rpc_ctx *c);
+void *rpc_ctx_alloc(rpc_ctx *c, size_t n);   /* zeroed; never NULL (aborts on OOM) */
+char *rpc_ctx_strdup(rpc_ctx *c, const char *s);
+char *rpc_ctx_sprintf(rpc_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Sets the status message; returns code so that handlers can `return rpc_ctx_errorf(...)`. */
+int rpc_ctx_errorf(rpc_ctx *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Streams one message. Returns 0, or -1 when the client went away or the server is stopping
+ * (the handler should then return). */
+int rpc_ctx_send(rpc_ctx *c, const ProtobufCMessage *msg);
+int rpc_ctx_cancelled(const rpc_ctx *c);
+
+#endif
