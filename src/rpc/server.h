@@ -22,7 +22,9 @@ typedef struct rpc_server rpc_server;
 typedef struct rpc_ctx rpc_ctx;
 
 /* Unary handler: fill *resp (already initialised as an empty message of the method's response
- * type). Return RPC_OK, or a code set with rpc_ctx_errorf(). */
+ * type). Return RPC_OK, or a code set with rpc_ctx_errorf(), or RPC_PENDING to answer later
+ * from any thread with rpc_ctx_complete() (the worker is free meanwhile: this is how a
+ * handler waits for a group commit without holding a thread). */
 typedef int (*rpc_unary_fn)(rpc_ctx *ctx, const void *req, void *resp, void *user);
 /* Server-streaming handler: send messages with rpc_ctx_send() and return the final status.
  * Runs on a thread of its own, so it may block (poll rpc_ctx_cancelled() while waiting). */
@@ -31,6 +33,9 @@ typedef int (*rpc_stream_fn)(rpc_ctx *ctx, const void *req, void *user);
 /* Run the handler off the worker pool, on a thread of its own: for calls that may take long
  * (stopping an agent gracefully takes up to 30 s) so that they never starve other calls. */
 #define RPC_METHOD_SLOW 1u
+
+/* Returned by a unary handler that will call rpc_ctx_complete() later. */
+#define RPC_PENDING (-1)
 
 typedef struct rpc_method {
     const char *path; /* "/manager.ManagerService/Heartbeat" */
@@ -90,5 +95,8 @@ int rpc_ctx_errorf(rpc_ctx *c, int code, const char *fmt, ...) __attribute__((fo
  * (the handler should then return). */
 int rpc_ctx_send(rpc_ctx *c, const ProtobufCMessage *msg);
 int rpc_ctx_cancelled(const rpc_ctx *c);
+/* Finishes a call whose handler returned RPC_PENDING: sends the response filled so far (when
+ * code is RPC_OK) or the error. Call it exactly once; ctx is gone afterwards. */
+void rpc_ctx_complete(rpc_ctx *c, int code);
 
 #endif

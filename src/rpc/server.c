@@ -1,0 +1,795 @@
+/* rpc server: method table, worker pool, per-call state machine, health service, shutdown.
+ *
+ * Every call is one rpc_ctx. Completions carry a pointer to one of the ctx's tags, and the tag
+ * kind says which step finished. A ctx is reference-counted: each batch in flight holds a
+ * reference, and so does a handler thread; the last one out frees the call and its arena. */
+#include "rpc/server.h"
+
+#include <errno.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "health.pb-c.h"
+#include "rpc/wire.h"
+
+#define MAX_LISTEN 8
+#define POSTS_PER_METHOD 4
+#define GENERIC_POSTS 2
+
+enum tag_kind { TAG_REQUEST, TAG_FINISH, TAG_SEND, TAG_CLOSE, TAG_SHUTDOWN };
+struct tag {
+    enum tag_kind kind;
+};
+
+struct smethod {
+    const rpc_method *m;
+    void *handle; /* from grpc_server_register_method */
+};
+
+struct rpc_ctx {
+    struct tag t_req, t_finish, t_send, t_close;
+    rpc_server *srv;
+    struct smethod *sm; /* NULL: a method we do not serve */
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_byte_buffer *payload;
+    grpc_call_details details; /* generic requests only */
+    wire_arena *arena;
+    ProtobufCMessage *req, *resp;
+    atomic_int refs;
+    atomic_int cancelled;
+    int code;
+    char *msg;
+    int recv_cancelled;
+    int sent_initial_md;
+    int is_stream;
+    int accepted; /* matched with a client call: counted in calls_live */
+    char trace_id[40];
+    char *peer;
+    struct timespec t0;
+    grpc_byte_buffer *out_bb;
+    grpc_slice status_details;
+    int has_details;
+    /* a handler thread waiting for its streamed message to be written */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int send_done, send_ok;
+};
+
+struct health_entry {
+    char *service;
+    int serving;
+};
+
+struct rpc_server {
+    char name[32];
+    grpc_server *server;
+    grpc_completion_queue *cq;
+    struct smethod *methods;
+    size_t n_methods, cap_methods;
+    pthread_t *workers;
+    int n_workers;
+    int ports[MAX_LISTEN];
+    size_t n_ports;
+    int started, shut, quiet;
+    atomic_int stopping;
+    struct tag t_shutdown;
+    pthread_mutex_t mu; /* threads_live, shutdown_done */
+    pthread_cond_t cv;
+    int threads_live, max_streams, shutdown_done;
+    long calls_live; /* accepted calls not yet freed: the CQ may close only at zero */
+    pthread_mutex_t hmu; /* health table */
+    pthread_cond_t hcv;
+    unsigned long hversion;
+    struct health_entry *health;
+    size_t n_health;
+    uint64_t trace_base;
+    atomic_uint_fast64_t trace_seq;
+    rpc_method health_methods[2];
+};
+
+#define CTX_OF(ptr, member) ((rpc_ctx *)((char *)(ptr) - offsetof(rpc_ctx, member)))
+
+static void post_request(rpc_server *s, struct smethod *sm);
+static void finish(rpc_ctx *c, int code);
+
+/* ---- ctx lifetime ------------------------------------------------------------------------- */
+
+static rpc_ctx *ctx_new(rpc_server *s, struct smethod *sm)
+{
+    rpc_ctx *c = calloc(1, sizeof *c);
+    if (!c) abort();
+    c->t_req.kind = TAG_REQUEST;
+    c->t_finish.kind = TAG_FINISH;
+    c->t_send.kind = TAG_SEND;
+    c->t_close.kind = TAG_CLOSE;
+    c->srv = s;
+    c->sm = sm;
+    atomic_init(&c->refs, 1);
+    grpc_metadata_array_init(&c->md);
+    grpc_call_details_init(&c->details);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    return c;
+}
+
+static void ctx_free(rpc_ctx *c)
+{
+    rpc_server *s = c->srv;
+    int accepted = c->accepted;
+    if (c->call) grpc_call_unref(c->call);
+    grpc_metadata_array_destroy(&c->md);
+    grpc_call_details_destroy(&c->details);
+    if (c->payload) grpc_byte_buffer_destroy(c->payload);
+    if (c->out_bb) grpc_byte_buffer_destroy(c->out_bb);
+    if (c->has_details) grpc_slice_unref(c->status_details);
+    if (c->peer) gpr_free(c->peer);
+    wire_arena_free(c->arena);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
+    if (accepted) {
+        pthread_mutex_lock(&s->mu);
+        if (--s->calls_live == 0) pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
+static void ctx_unref(rpc_ctx *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) == 1) ctx_free(c);
+}
+
+/* ---- handler-facing accessors ------------------------------------------------------------- */
+
+const char *rpc_ctx_method(const rpc_ctx *c)
+{
+    return c->sm ? c->sm->m->path : "(unknown)";
+}
+const char *rpc_ctx_peer(const rpc_ctx *c) { return c->peer ? c->peer : "unknown"; }
+const char *rpc_ctx_trace_id(const rpc_ctx *c) { return c->trace_id; }
+
+int64_t rpc_ctx_deadline_ms(const rpc_ctx *c)
+{
+    gpr_timespec d = gpr_convert_clock_type(c->deadline, GPR_CLOCK_REALTIME);
+    if (gpr_time_cmp(d, gpr_inf_future(GPR_CLOCK_REALTIME)) >= 0) return INT64_MAX;
+    return (int64_t)d.tv_sec * 1000 + d.tv_nsec / 1000000;
+}
+
+void *rpc_ctx_alloc(rpc_ctx *c, size_t n) { return wire_arena_alloc(c->arena, n); }
+
+char *rpc_ctx_strdup(rpc_ctx *c, const char *s)
+{
+    if (!s) s = "";
+    size_t n = strlen(s) + 1;
+    char *p = wire_arena_alloc(c->arena, n);
+    memcpy(p, s, n);
+    return p;
+}
+
+static char *ctx_vsprintf(rpc_ctx *c, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap2);
+    va_end(ap2);
+    if (n < 0) n = 0;
+    char *p = wire_arena_alloc(c->arena, (size_t)n + 1);
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    return p;
+}
+
+char *rpc_ctx_sprintf(rpc_ctx *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *p = ctx_vsprintf(c, fmt, ap);
+    va_end(ap);
+    return p;
+}
+
+int rpc_ctx_errorf(rpc_ctx *c, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    c->msg = ctx_vsprintf(c, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+static const char *md_lookup(rpc_ctx *c, const char *key)
+{
+    size_t klen = strlen(key);
+    for (size_t i = 0; i < c->md.count; i++) {
+        grpc_slice k = c->md.metadata[i].key;
+        if (GRPC_SLICE_LENGTH(k) == klen && memcmp(GRPC_SLICE_START_PTR(k), key, klen) == 0) {
+            grpc_slice v = c->md.metadata[i].value;
+            size_t n = GRPC_SLICE_LENGTH(v);
+            char *p = wire_arena_alloc(c->arena, n + 1);
+            memcpy(p, GRPC_SLICE_START_PTR(v), n);
+            p[n] = 0;
+            return p;
+        }
+    }
+    return NULL;
+}
+
+const char *rpc_ctx_metadata(rpc_ctx *c, const char *key) { return md_lookup(c, key); }
+
+const char *rpc_ctx_peer_identity(rpc_ctx *c)
+{
+    grpc_auth_context *ac = grpc_call_auth_context(c->call);
+    if (!ac) return NULL;
+    const char *found = NULL;
+    static const char *const names[] = {GRPC_PEER_DNS_PROPERTY_NAME, GRPC_X509_CN_PROPERTY_NAME};
+    for (size_t i = 0; i < 2 && !found; i++) {
+        grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(ac, names[i]);
+        const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
+        if (p && p->value_length > 0) {
+            char *v = wire_arena_alloc(c->arena, p->value_length + 1);
+            memcpy(v, p->value, p->value_length);
+            v[p->value_length] = 0;
+            found = v;
+        }
+    }
+    grpc_auth_context_release(ac);
+    return found;
+}
+
+int rpc_ctx_cancelled(const rpc_ctx *c)
+{
+    return atomic_load(&c->cancelled) || atomic_load(&c->srv->stopping);
+}
+
+int rpc_ctx_send(rpc_ctx *c, const ProtobufCMessage *msg)
+{
+    if (rpc_ctx_cancelled(c)) return -1;
+    grpc_byte_buffer *bb = wire_encode(msg);
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    if (!c->sent_initial_md) {
+        ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+        n++;
+        c->sent_initial_md = 1;
+    }
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n].data.send_message.send_message = bb;
+    n++;
+    pthread_mutex_lock(&c->mu);
+    c->send_done = 0;
+    grpc_call_error e = grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL);
+    if (e != GRPC_CALL_OK) {
+        pthread_mutex_unlock(&c->mu);
+        grpc_byte_buffer_destroy(bb);
+        return -1;
+    }
+    while (!c->send_done) pthread_cond_wait(&c->cv, &c->mu);
+    int ok = c->send_ok;
+    pthread_mutex_unlock(&c->mu);
+    grpc_byte_buffer_destroy(bb);
+    return ok ? 0 : -1;
+}
+
+/* ---- call flow ---------------------------------------------------------------------------- */
+
+static double elapsed_ms(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+static void access_log(rpc_ctx *c)
+{
+    log_level lvl = c->srv->quiet ? LOGL_DEBUG : LOGL_INFO;
+    if (c->code != RPC_OK && c->code != RPC_NOT_FOUND && c->code != RPC_INVALID_ARGUMENT &&
+        c->code != RPC_UNIMPLEMENTED && c->code != RPC_CANCELLED && c->code != RPC_DEADLINE_EXCEEDED)
+        lvl = LOGL_WARN;
+    if (!log_enabled(lvl)) return;
+    char q[300];
+    char method[256];
+    if (c->sm) snprintf(method, sizeof method, "%s", c->sm->m->path);
+    else snprintf(method, sizeof method, "%.*s", (int)GRPC_SLICE_LENGTH(c->details.method),
+                  (const char *)GRPC_SLICE_START_PTR(c->details.method));
+    log_event(lvl, "rpc.call", "server=%s method=%s peer=%s code=%s duration_ms=%.3f trace_id=%s%s%s%s",
+              c->srv->name, method, rpc_ctx_peer(c), rpc_code_name(c->code), elapsed_ms(&c->t0),
+              c->trace_id, c->msg ? " msg=" : "", c->msg ? log_quote(q, sizeof q, c->msg) : "",
+              c->recv_cancelled ? " cancelled=1" : "");
+}
+
+/* Sends the final status (and the response for a unary call that succeeded). The reference
+ * the caller holds passes to the batch. */
+static void finish(rpc_ctx *c, int code)
+{
+    if (code < 0 || code > RPC_UNAUTHENTICATED) code = RPC_UNKNOWN;
+    c->code = code;
+    grpc_op ops[4];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    if (!c->sent_initial_md) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->sent_initial_md = 1;
+    }
+    if (code == RPC_OK && !c->is_stream && c->resp) {
+        c->out_bb = wire_encode(c->resp);
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n].data.send_message.send_message = c->out_bb;
+        n++;
+    }
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = (grpc_status_code)code;
+    if (c->msg) {
+        c->status_details = grpc_slice_from_copied_string(c->msg);
+        c->has_details = 1;
+        ops[n].data.send_status_from_server.status_details = &c->status_details;
+    }
+    n++;
+    if (!c->is_stream) {
+        ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+        ops[n].data.recv_close_on_server.cancelled = &c->recv_cancelled;
+        n++;
+    }
+    grpc_call_error e = grpc_call_start_batch(c->call, ops, n, &c->t_finish, NULL);
+    if (e != GRPC_CALL_OK) {
+        log_error("rpc.batch_failed", "server=%s method=%s error=%s", c->srv->name, rpc_ctx_method(c),
+                  grpc_call_error_to_string(e));
+        ctx_unref(c);
+    }
+}
+
+void rpc_ctx_complete(rpc_ctx *c, int code)
+{
+    finish(c, code);
+}
+
+static void run_handler(rpc_ctx *c)
+{
+    const rpc_method *m = c->sm->m;
+    if (c->is_stream) {
+        int code = m->stream(c, c->req, m->user);
+        if (code == RPC_OK && atomic_load(&c->srv->stopping) && !atomic_load(&c->cancelled)) {
+            /* The stream ended because we are going away: tell the client to come back. */
+            code = rpc_ctx_errorf(c, RPC_UNAVAILABLE, "server shutting down");
+        }
+        finish(c, code);
+    } else {
+        int code = m->unary(c, c->req, c->resp, m->user);
+        if (code != RPC_PENDING) finish(c, code);
+    }
+}
+
+static void *handler_thread(void *arg)
+{
+    rpc_ctx *c = arg;
+    rpc_server *s = c->srv;
+    run_handler(c);
+    pthread_mutex_lock(&s->mu);
+    s->threads_live--;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+static void on_request(rpc_ctx *c, int ok)
+{
+    rpc_server *s = c->srv;
+    if (!ok) { /* shutting down: this request was never matched with a call */
+        ctx_unref(c);
+        return;
+    }
+    c->accepted = 1;
+    pthread_mutex_lock(&s->mu);
+    s->calls_live++;
+    pthread_mutex_unlock(&s->mu);
+    if (!atomic_load(&s->stopping)) post_request(s, c->sm);
+    clock_gettime(CLOCK_MONOTONIC, &c->t0);
+    c->arena = wire_arena_new();
+    c->peer = grpc_call_get_peer(c->call);
+    const char *tid = md_lookup(c, "x-trace-id");
+    if (tid && *tid && strlen(tid) < sizeof c->trace_id)
+        snprintf(c->trace_id, sizeof c->trace_id, "%s", tid);
+    else
+        snprintf(c->trace_id, sizeof c->trace_id, "%016llx%016llx", (unsigned long long)s->trace_base,
+                 (unsigned long long)atomic_fetch_add(&s->trace_seq, 1));
+    if (!c->sm) {
+        finish(c, rpc_ctx_errorf(c, RPC_UNIMPLEMENTED, "unknown method %.*s",
+                                 (int)GRPC_SLICE_LENGTH(c->details.method),
+                                 (const char *)GRPC_SLICE_START_PTR(c->details.method)));
+        return;
+    }
+    const rpc_method *m = c->sm->m;
+    c->is_stream = m->stream != NULL;
+    ProtobufCAllocator al = wire_arena_allocator(c->arena);
+    if (wire_decode(c->payload, m->req, &al, &c->req) != 0) {
+        finish(c, rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "request is not a valid %s message",
+                                 m->req->name));
+        return;
+    }
+    grpc_byte_buffer_destroy(c->payload);
+    c->payload = NULL;
+    if (!c->is_stream) {
+        c->resp = wire_arena_alloc(c->arena, m->resp->sizeof_message);
+        m->resp->message_init(c->resp);
+    }
+    if (!c->is_stream && !(m->flags & RPC_METHOD_SLOW)) {
+        run_handler(c);
+        return;
+    }
+    /* Streams and slow calls get a thread of their own, within a cap. */
+    pthread_mutex_lock(&s->mu);
+    int room = s->threads_live < s->max_streams;
+    if (room) s->threads_live++;
+    pthread_mutex_unlock(&s->mu);
+    if (!room) {
+        finish(c, rpc_ctx_errorf(c, RPC_RESOURCE_EXHAUSTED, "too many concurrent streams (limit %d)",
+                                 s->max_streams));
+        return;
+    }
+    if (c->is_stream) {
+        /* Learn about a client that goes away while the handler is streaming. */
+        atomic_fetch_add(&c->refs, 1);
+        grpc_op op;
+        memset(&op, 0, sizeof op);
+        op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+        op.data.recv_close_on_server.cancelled = &c->recv_cancelled;
+        if (grpc_call_start_batch(c->call, &op, 1, &c->t_close, NULL) != GRPC_CALL_OK) ctx_unref(c);
+    }
+    pthread_t th;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    int e = pthread_create(&th, &attr, handler_thread, c);
+    pthread_attr_destroy(&attr);
+    if (e != 0) {
+        pthread_mutex_lock(&s->mu);
+        s->threads_live--;
+        pthread_mutex_unlock(&s->mu);
+        finish(c, rpc_ctx_errorf(c, RPC_RESOURCE_EXHAUSTED, "cannot start a handler thread: %s", strerror(e)));
+    }
+}
+
+static void post_request(rpc_server *s, struct smethod *sm)
+{
+    rpc_ctx *c = ctx_new(s, sm);
+    grpc_call_error e;
+    if (sm)
+        e = grpc_server_request_registered_call(s->server, sm->handle, &c->call, &c->deadline, &c->md,
+                                                &c->payload, s->cq, s->cq, &c->t_req);
+    else
+        e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq, s->cq, &c->t_req);
+    if (e != GRPC_CALL_OK) {
+        if (!atomic_load(&s->stopping))
+            log_error("rpc.request_failed", "server=%s error=%s", s->name, grpc_call_error_to_string(e));
+        ctx_unref(c);
+    } else if (!sm) {
+        c->deadline = c->details.deadline;
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    rpc_server *s = arg;
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+        if (ev.type != GRPC_OP_COMPLETE) continue;
+        struct tag *t = ev.tag;
+        switch (t->kind) {
+        case TAG_REQUEST: {
+            rpc_ctx *c = CTX_OF(t, t_req);
+            if (ev.success && !c->sm) c->deadline = c->details.deadline;
+            on_request(c, ev.success);
+            break;
+        }
+        case TAG_FINISH: {
+            rpc_ctx *c = CTX_OF(t, t_finish);
+            if (c->recv_cancelled) atomic_store(&c->cancelled, 1);
+            access_log(c);
+            ctx_unref(c);
+            break;
+        }
+        case TAG_SEND: {
+            rpc_ctx *c = CTX_OF(t, t_send);
+            pthread_mutex_lock(&c->mu);
+            c->send_done = 1;
+            c->send_ok = ev.success;
+            pthread_cond_signal(&c->cv);
+            pthread_mutex_unlock(&c->mu);
+            break;
+        }
+        case TAG_CLOSE: {
+            rpc_ctx *c = CTX_OF(t, t_close);
+            if (c->recv_cancelled) atomic_store(&c->cancelled, 1);
+            ctx_unref(c);
+            break;
+        }
+        case TAG_SHUTDOWN:
+            pthread_mutex_lock(&s->mu);
+            s->shutdown_done = 1;
+            pthread_cond_broadcast(&s->cv);
+            pthread_mutex_unlock(&s->mu);
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* ---- health (grpc.health.v1.Health) ------------------------------------------------------- */
+
+static int health_lookup(rpc_server *s, const char *svc, unsigned long *version)
+{
+    int st = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
+    pthread_mutex_lock(&s->hmu);
+    for (size_t i = 0; i < s->n_health; i++) {
+        if (strcmp(s->health[i].service, svc) == 0) {
+            st = s->health[i].serving ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+                                      : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+            break;
+        }
+    }
+    if (version) *version = s->hversion;
+    pthread_mutex_unlock(&s->hmu);
+    return st;
+}
+
+static int health_check(rpc_ctx *c, const void *reqv, void *respv, void *user)
+{
+    const Grpc__Health__V1__HealthCheckRequest *req = reqv;
+    Grpc__Health__V1__HealthCheckResponse *resp = respv;
+    int st = health_lookup(user, req->service, NULL);
+    if (st == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN)
+        return rpc_ctx_errorf(c, RPC_NOT_FOUND, "unknown service %s", req->service);
+    resp->status = st;
+    return RPC_OK;
+}
+
+static int health_watch(rpc_ctx *c, const void *reqv, void *user)
+{
+    const Grpc__Health__V1__HealthCheckRequest *req = reqv;
+    rpc_server *s = user;
+    unsigned long version;
+    int last = -1;
+    for (;;) {
+        int st = health_lookup(s, req->service, &version);
+        if (st != last) {
+            Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+            r.status = st;
+            if (rpc_ctx_send(c, &r.base) != 0) return RPC_CANCELLED;
+            last = st;
+        }
+        pthread_mutex_lock(&s->hmu);
+        while (s->hversion == version && !rpc_ctx_cancelled(c)) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 200 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+            pthread_cond_timedwait(&s->hcv, &s->hmu, &ts);
+        }
+        pthread_mutex_unlock(&s->hmu);
+        if (rpc_ctx_cancelled(c)) return RPC_OK;
+    }
+}
+
+void rpc_server_set_health(rpc_server *s, const char *service, int serving)
+{
+    pthread_mutex_lock(&s->hmu);
+    size_t i;
+    for (i = 0; i < s->n_health; i++)
+        if (strcmp(s->health[i].service, service) == 0) break;
+    if (i == s->n_health) {
+        struct health_entry *h = realloc(s->health, (s->n_health + 1) * sizeof *h);
+        char *name = strdup(service);
+        if (!h || !name) abort();
+        s->health = h;
+        s->health[i].service = name;
+        s->n_health++;
+    }
+    s->health[i].serving = serving;
+    s->hversion++;
+    pthread_cond_broadcast(&s->hcv);
+    pthread_mutex_unlock(&s->hmu);
+}
+
+/* ---- server lifetime ---------------------------------------------------------------------- */
+
+rpc_server *rpc_server_new(const rpc_server_opts *o, char *err, size_t errlen)
+{
+    if (!o->listen || !o->listen[0]) {
+        snprintf(err, errlen, "no listen address");
+        return NULL;
+    }
+    grpc_init();
+    rpc_server *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    snprintf(s->name, sizeof s->name, "%s", o->name ? o->name : "server");
+    s->quiet = o->quiet_access_log;
+    s->max_streams = o->max_streams > 0 ? o->max_streams : 1024;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    s->n_workers = o->workers > 0 ? o->workers : (int)(ncpu > 2 ? ncpu * 2 : 4);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    pthread_mutex_init(&s->hmu, NULL);
+    pthread_cond_init(&s->hcv, NULL);
+    s->t_shutdown.kind = TAG_SHUTDOWN;
+    if (getrandom(&s->trace_base, sizeof s->trace_base, 0) != sizeof s->trace_base)
+        s->trace_base = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+
+    rpc_settings st = o->settings;
+    if (st.max_message_bytes == 0 && st.keepalive_time_ms == 0) rpc_settings_defaults(&st, RPC_PROFILE_SERVER);
+    wire_args wa;
+    wire_args_build(&wa, &st, 1, NULL, NULL);
+    s->server = grpc_server_create(&wa.ca, NULL);
+    s->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(s->server, s->cq, NULL);
+
+    grpc_server_credentials *creds = wire_server_creds(&o->tls, err, errlen);
+    if (!creds) goto fail;
+    if (!o->tls.enabled)
+        log_warn("rpc.plaintext", "server=%s msg=\"serving without TLS: anyone who can reach the port can call it\"", s->name);
+    for (size_t i = 0; o->listen[i]; i++) {
+        if (i >= MAX_LISTEN) {
+            snprintf(err, errlen, "at most %d listen addresses", MAX_LISTEN);
+            grpc_server_credentials_release(creds);
+            goto fail;
+        }
+        int port = grpc_server_add_http2_port(s->server, o->listen[i], creds);
+        if (port == 0) {
+            snprintf(err, errlen, "cannot listen on %s (address in use, not local, or malformed)", o->listen[i]);
+            grpc_server_credentials_release(creds);
+            goto fail;
+        }
+        s->ports[s->n_ports++] = port;
+    }
+    grpc_server_credentials_release(creds);
+
+    s->health_methods[0] = (rpc_method){"/grpc.health.v1.Health/Check", &grpc__health__v1__health_check_request__descriptor,
+                                        &grpc__health__v1__health_check_response__descriptor, health_check, NULL, s, 0};
+    s->health_methods[1] = (rpc_method){"/grpc.health.v1.Health/Watch", &grpc__health__v1__health_check_request__descriptor,
+                                        &grpc__health__v1__health_check_response__descriptor, NULL, health_watch, s, 0};
+    if (rpc_server_add_methods(s, s->health_methods, 2, err, errlen) != 0) goto fail;
+    return s;
+fail:
+    grpc_server_destroy(s->server);
+    grpc_completion_queue_shutdown(s->cq);
+    grpc_completion_queue_destroy(s->cq);
+    free(s->methods);
+    free(s);
+    grpc_shutdown();
+    return NULL;
+}
+
+int rpc_server_add_methods(rpc_server *s, const rpc_method *methods, size_t n, char *err, size_t errlen)
+{
+    if (s->started) {
+        snprintf(err, errlen, "methods must be added before the server starts");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const rpc_method *m = &methods[i];
+        if (!m->path || !m->req || !m->resp || (!m->unary == !m->stream)) {
+            snprintf(err, errlen, "method %s: needs a path, both descriptors and one handler",
+                     m->path ? m->path : "(null)");
+            return -1;
+        }
+        if (s->n_methods == s->cap_methods) {
+            s->cap_methods = s->cap_methods ? s->cap_methods * 2 : 16;
+            s->methods = realloc(s->methods, s->cap_methods * sizeof *s->methods);
+            if (!s->methods) abort();
+        }
+        void *h = grpc_server_register_method(s->server, m->path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+        if (!h) {
+            snprintf(err, errlen, "method %s: registered twice", m->path);
+            return -1;
+        }
+        s->methods[s->n_methods++] = (struct smethod){m, h};
+    }
+    return 0;
+}
+
+int rpc_server_start(rpc_server *s, char *err, size_t errlen)
+{
+    if (s->started) {
+        snprintf(err, errlen, "already started");
+        return -1;
+    }
+    grpc_server_start(s->server);
+    s->started = 1;
+    for (size_t i = 0; i < s->n_methods; i++)
+        for (int k = 0; k < POSTS_PER_METHOD; k++) post_request(s, &s->methods[i]);
+    for (int k = 0; k < GENERIC_POSTS; k++) post_request(s, NULL);
+    s->workers = calloc((size_t)s->n_workers, sizeof *s->workers);
+    if (!s->workers) abort();
+    for (int i = 0; i < s->n_workers; i++) {
+        int e = pthread_create(&s->workers[i], NULL, worker_main, s);
+        if (e != 0) {
+            snprintf(err, errlen, "cannot start worker thread: %s", strerror(e));
+            s->n_workers = i;
+            return -1;
+        }
+    }
+    rpc_server_set_health(s, "", 1);
+    for (size_t i = 0; i < s->n_ports; i++)
+        log_info("rpc.listen", "server=%s port=%d workers=%d", s->name, s->ports[i], s->n_workers);
+    return 0;
+}
+
+int rpc_server_port(const rpc_server *s, size_t i) { return i < s->n_ports ? s->ports[i] : 0; }
+
+/* Waits until the core has closed every connection and every accepted call is freed (a
+ * handler may still be running after its client went away). ms < 0 waits for ever. */
+static int wait_shutdown(rpc_server *s, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+    pthread_mutex_lock(&s->mu);
+    while (!s->shutdown_done || s->calls_live > 0) {
+        if (ms < 0) pthread_cond_wait(&s->cv, &s->mu);
+        else if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT) break;
+    }
+    int done = s->shutdown_done && s->calls_live == 0;
+    pthread_mutex_unlock(&s->mu);
+    return done;
+}
+
+void rpc_server_shutdown(rpc_server *s, int64_t grace_ms)
+{
+    if (s->shut) return;
+    s->shut = 1;
+    if (!s->started) return;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    /* Health first, so that watchers and load balancers see us leave before the port closes. */
+    pthread_mutex_lock(&s->hmu);
+    for (size_t i = 0; i < s->n_health; i++) s->health[i].serving = 0;
+    s->hversion++;
+    pthread_cond_broadcast(&s->hcv);
+    pthread_mutex_unlock(&s->hmu);
+    atomic_store(&s->stopping, 1);
+    grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
+    int cancelled = 0;
+    if (!wait_shutdown(s, grace_ms < 0 ? 0 : grace_ms)) {
+        cancelled = 1;
+        grpc_server_cancel_all_calls(s->server);
+        wait_shutdown(s, -1);
+    }
+    grpc_completion_queue_shutdown(s->cq);
+    for (int i = 0; i < s->n_workers; i++) pthread_join(s->workers[i], NULL);
+    log_info("rpc.shutdown", "server=%s duration_ms=%.1f cancelled_calls=%d", s->name, elapsed_ms(&t0), cancelled);
+}
+
+void rpc_server_free(rpc_server *s)
+{
+    if (!s) return;
+    rpc_server_shutdown(s, 0);
+    grpc_server_destroy(s->server);
+    if (!s->started) grpc_completion_queue_shutdown(s->cq);
+    grpc_completion_queue_destroy(s->cq);
+    for (size_t i = 0; i < s->n_health; i++) free(s->health[i].service);
+    free(s->health);
+    free(s->methods);
+    free(s->workers);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->hmu);
+    pthread_cond_destroy(&s->hcv);
+    free(s);
+    grpc_shutdown();
+}

@@ -1,0 +1,42 @@
+/* wire: what server.c and client.c share inside the rpc layer (not a public header):
+ * per-call arenas, protobuf-c <-> grpc_byte_buffer, channel arguments from rpc_settings,
+ * credentials from rpc_tls. Owns nothing beyond what each function returns. */
+#ifndef OPS_RPC_WIRE_H
+#define OPS_RPC_WIRE_H
+
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <protobuf-c/protobuf-c.h>
+#include <stddef.h>
+
+#include "rpc/settings.h"
+
+/* A bump allocator: everything of one call, freed at once. */
+typedef struct wire_arena wire_arena;
+wire_arena *wire_arena_new(void);
+void wire_arena_free(wire_arena *a);
+void *wire_arena_alloc(wire_arena *a, size_t n); /* zeroed, 16-aligned; aborts on OOM */
+ProtobufCAllocator wire_arena_allocator(wire_arena *a);
+
+/* Decodes bb into a message allocated with alloc (NULL = malloc). Returns 0, or -1 when the
+ * bytes are not a valid message of that type. */
+int wire_decode(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d,
+                ProtobufCAllocator *alloc, ProtobufCMessage **out);
+/* Encodes m into a new byte buffer (the caller's, grpc_byte_buffer_destroy). */
+grpc_byte_buffer *wire_encode(const ProtobufCMessage *m);
+
+/* Channel arguments for a server or a client; the struct owns the strings it points to. */
+typedef struct wire_args {
+    grpc_arg args[20];
+    grpc_channel_args ca;
+} wire_args;
+void wire_args_build(wire_args *w, const rpc_settings *s, int is_server, const char *service_config,
+                     const char *ssl_target_override);
+
+grpc_server_credentials *wire_server_creds(const rpc_tls *t, char *err, size_t errlen);
+grpc_channel_credentials *wire_channel_creds(const rpc_tls *t, char *err, size_t errlen);
+
+/* Reads a whole file into a NUL-terminated heap string. Returns 0 or -1 with err. */
+int wire_read_file(const char *path, char **out, char *err, size_t errlen);
+
+#endif
