@@ -11,6 +11,8 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 #include <netdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,7 +172,9 @@ static gpr_timespec deadline_after(int64_t ms)
     return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
 }
 
-static size_t build_md(grpc_metadata *md, const rpc_call_opts *o, char *tid)
+/* copy: the caller's strings may not outlive the call (async calls), so copy them into slices
+ * that free_md() releases. */
+static size_t build_md(grpc_metadata *md, const rpc_call_opts *o, char *tid, int copy)
 {
     size_t n = 0;
     if (o && o->trace_id && *o->trace_id) snprintf(tid, 40, "%s", o->trace_id);
@@ -180,8 +184,8 @@ static size_t build_md(grpc_metadata *md, const rpc_call_opts *o, char *tid)
     n++;
     if (o && o->metadata) {
         for (size_t i = 0; o->metadata[i] && o->metadata[i + 1] && n < MAX_MD; i += 2) {
-            md[n].key = grpc_slice_from_static_string(o->metadata[i]);
-            md[n].value = grpc_slice_from_static_string(o->metadata[i + 1]);
+            md[n].key = copy ? grpc_slice_from_copied_string(o->metadata[i]) : grpc_slice_from_static_string(o->metadata[i]);
+            md[n].value = copy ? grpc_slice_from_copied_string(o->metadata[i + 1]) : grpc_slice_from_static_string(o->metadata[i + 1]);
             n++;
         }
     }
@@ -205,7 +209,7 @@ static int unary_once(rpc_channel *ch, const char *method, grpc_byte_buffer *req
                                                deadline_after(timeout), NULL);
     grpc_metadata md[MAX_MD];
     char tid[40];
-    size_t nmd = build_md(md, o, tid);
+    size_t nmd = build_md(md, o, tid, 0);
     grpc_metadata_array init_md, trail_md;
     grpc_metadata_array_init(&init_md);
     grpc_metadata_array_init(&trail_md);
@@ -326,7 +330,7 @@ int rpc_stream_open(rpc_channel *ch, const char *method, const ProtobufCMessage 
                                         deadline_after(o ? o->timeout_ms : 0), NULL);
     grpc_metadata md[MAX_MD];
     char tid[40];
-    size_t nmd = build_md(md, o, tid);
+    size_t nmd = build_md(md, o, tid, 0);
     grpc_byte_buffer *bb = wire_encode(req);
     grpc_op ops[3];
     memset(ops, 0, sizeof ops);
@@ -398,4 +402,148 @@ void rpc_stream_close(rpc_stream *st)
     grpc_metadata_array_destroy(&st->initial_md);
     destroy_cq(st->cq);
     free(st);
+}
+
+/* ---- asynchronous unary calls ------------------------------------------------------------- */
+
+struct rpc_loop {
+    int n;
+    grpc_completion_queue **cqs;
+    pthread_t *threads;
+    atomic_uint next;
+};
+
+struct async_call {
+    grpc_call *call;
+    const ProtobufCMessageDescriptor *resp_desc;
+    rpc_unary_cb cb;
+    void *user;
+    grpc_byte_buffer *req_bb, *resp_bb;
+    grpc_metadata md[MAX_MD];
+    size_t nmd;
+    char tid[40];
+    grpc_metadata_array init_md, trail_md;
+    grpc_status_code status;
+    grpc_slice details;
+};
+
+static void async_done(struct async_call *a)
+{
+    rpc_result res;
+    memset(&res, 0, sizeof res);
+    res.attempts = 1;
+    set_result(&res, (int)a->status, (const char *)GRPC_SLICE_START_PTR(a->details), GRPC_SLICE_LENGTH(a->details));
+    ProtobufCMessage *m = NULL;
+    if (a->status == GRPC_STATUS_OK && wire_decode(a->resp_bb, a->resp_desc, NULL, &m) != 0) {
+        const char *msg = "answer is not a valid message of the expected type";
+        set_result(&res, RPC_INTERNAL, msg, strlen(msg));
+    }
+    a->cb(a->user, m, &res);
+    for (size_t i = 1; i < a->nmd; i++) { /* [0] is the trace id, pointing into a->tid */
+        grpc_slice_unref(a->md[i].key);
+        grpc_slice_unref(a->md[i].value);
+    }
+    grpc_byte_buffer_destroy(a->req_bb);
+    if (a->resp_bb) grpc_byte_buffer_destroy(a->resp_bb);
+    grpc_slice_unref(a->details);
+    grpc_metadata_array_destroy(&a->init_md);
+    grpc_metadata_array_destroy(&a->trail_md);
+    grpc_call_unref(a->call);
+    free(a);
+}
+
+static void *loop_main(void *arg)
+{
+    grpc_completion_queue *cq = arg;
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+        if (ev.type == GRPC_OP_COMPLETE) async_done(ev.tag);
+    }
+    return NULL;
+}
+
+rpc_loop *rpc_loop_new(int threads, char *err, size_t errlen)
+{
+    if (threads < 1) threads = 1;
+    grpc_init();
+    rpc_loop *l = calloc(1, sizeof *l);
+    if (!l) abort();
+    l->n = threads;
+    l->cqs = calloc((size_t)threads, sizeof *l->cqs);
+    l->threads = calloc((size_t)threads, sizeof *l->threads);
+    if (!l->cqs || !l->threads) abort();
+    for (int i = 0; i < threads; i++) {
+        l->cqs[i] = grpc_completion_queue_create_for_next(NULL);
+        int e = pthread_create(&l->threads[i], NULL, loop_main, l->cqs[i]);
+        if (e != 0) {
+            snprintf(err, errlen, "cannot start a loop thread: %s", strerror(e));
+            l->n = i;
+            grpc_completion_queue_destroy(l->cqs[i]);
+            rpc_loop_free(l);
+            return NULL;
+        }
+    }
+    return l;
+}
+
+void rpc_loop_free(rpc_loop *l)
+{
+    if (!l) return;
+    /* Shutdown is queued behind every pending completion, so in-flight calls finish first. */
+    for (int i = 0; i < l->n; i++) grpc_completion_queue_shutdown(l->cqs[i]);
+    for (int i = 0; i < l->n; i++) {
+        pthread_join(l->threads[i], NULL);
+        grpc_completion_queue_destroy(l->cqs[i]);
+    }
+    free(l->cqs);
+    free(l->threads);
+    free(l);
+    grpc_shutdown();
+}
+
+int rpc_call_unary_async(rpc_loop *l, rpc_channel *ch, const char *method, const ProtobufCMessage *req,
+                         const ProtobufCMessageDescriptor *resp_desc, const rpc_call_opts *o,
+                         rpc_unary_cb cb, void *user)
+{
+    struct async_call *a = calloc(1, sizeof *a);
+    if (!a) abort();
+    a->resp_desc = resp_desc;
+    a->cb = cb;
+    a->user = user;
+    a->req_bb = wire_encode(req);
+    a->details = grpc_empty_slice();
+    a->status = GRPC_STATUS_UNKNOWN;
+    grpc_metadata_array_init(&a->init_md);
+    grpc_metadata_array_init(&a->trail_md);
+    grpc_completion_queue *cq = l->cqs[atomic_fetch_add(&l->next, 1) % (unsigned)l->n];
+    int64_t timeout = o && o->timeout_ms > 0 ? o->timeout_ms : 30000;
+    a->call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, grpc_slice_from_static_string(method),
+                                       NULL, deadline_after(timeout), NULL);
+    a->nmd = build_md(a->md, o, a->tid, 1);
+    size_t nmd = a->nmd;
+    grpc_op ops[6];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = nmd;
+    ops[0].data.send_initial_metadata.metadata = a->md;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = a->req_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &a->init_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &a->resp_bb;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &a->trail_md;
+    ops[5].data.recv_status_on_client.status = &a->status;
+    ops[5].data.recv_status_on_client.status_details = &a->details;
+    grpc_call_error e = grpc_call_start_batch(a->call, ops, 6, a, NULL);
+    if (e != GRPC_CALL_OK) {
+        a->status = GRPC_STATUS_INTERNAL;
+        grpc_slice_unref(a->details);
+        a->details = grpc_slice_from_copied_string(grpc_call_error_to_string(e));
+        async_done(a);
+    }
+    return 0;
 }

@@ -64,6 +64,22 @@ int rpc_stream_next(rpc_stream *st, const ProtobufCMessageDescriptor *desc, Prot
 /* Cancels the call if still open, and frees it. */
 void rpc_stream_close(rpc_stream *st);
 
+/* ---- asynchronous unary calls ------------------------------------------------------------
+ * For callers that keep many calls in flight (load generators, a manager fanning out to many
+ * daemons): a loop owns a few completion-queue threads; each call's callback runs on one of
+ * them when the call ends. No retries here: the callback decides. */
+typedef struct rpc_loop rpc_loop;
+/* resp is the caller's (NULL unless code is RPC_OK); res is valid during the callback only. */
+typedef void (*rpc_unary_cb)(void *user, ProtobufCMessage *resp, const rpc_result *res);
+
+rpc_loop *rpc_loop_new(int threads, char *err, size_t errlen);
+/* Waits for every call in flight to end (their callbacks run), then stops the threads. */
+void rpc_loop_free(rpc_loop *l);
+/* Starts the call; cb runs exactly once (also when the call cannot start). Returns 0. */
+int rpc_call_unary_async(rpc_loop *l, rpc_channel *ch, const char *method, const ProtobufCMessage *req,
+                         const ProtobufCMessageDescriptor *resp_desc, const rpc_call_opts *opts,
+                         rpc_unary_cb cb, void *user);
+
 /* A fresh trace id (32 hex characters) into buf (>= 33 bytes). */
 void rpc_new_trace_id(char *buf);
 

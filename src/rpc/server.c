@@ -620,7 +620,9 @@ rpc_server *rpc_server_new(const rpc_server_opts *o, char *err, size_t errlen)
     s->quiet = o->quiet_access_log;
     s->max_streams = o->max_streams > 0 ? o->max_streams : 1024;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    s->n_workers = o->workers > 0 ? o->workers : (int)(ncpu > 2 ? ncpu * 2 : 4);
+    /* One worker per core measured fastest (bench/RESULTS.md): handlers that wait return
+     * RPC_PENDING or run as RPC_METHOD_SLOW instead of holding a worker. */
+    s->n_workers = o->workers > 0 ? o->workers : (int)(ncpu > 2 ? ncpu : 2);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     pthread_mutex_init(&s->hmu, NULL);

@@ -52,7 +52,7 @@ typedef struct rpc_server_opts {
     const char *const *listen;  /* NULL-terminated "host:port" list; port 0 picks one */
     rpc_tls tls;
     rpc_settings settings;      /* rpc_settings_defaults(RPC_PROFILE_SERVER) if zeroed */
-    int workers;                /* completion-queue threads; 0 = 2 x cores, at least 4 */
+    int workers;                /* completion-queue threads; 0 = one per core, at least 2 */
     int max_streams;            /* concurrent streaming/slow handler threads; 0 = 1024 */
     int quiet_access_log;       /* access lines at debug level instead of info */
 } rpc_server_opts;

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Benchmark of the rpc layer: unary calls/s and latency with 1, 16 and 64 calls in flight over
+# loopback (small messages), each point run REPEAT times (median reported by the caller), and
+# the server's resident memory sampled over a run of one million calls.
+#   bash bench/rpc.sh [REPEAT]        (build first: bash scripts/build.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repeat=${1:-3}
+bin=build/bin
+out=$(mktemp)
+"$bin/rpc_testserver" --quiet >"$out" 2>/dev/null &
+spid=$!
+trap 'kill $spid 2>/dev/null || true; rm -f "$out"' EXIT
+for _ in $(seq 50); do port=$(awk '/LISTENING/{print $2}' "$out"); [ -n "$port" ] && break; sleep 0.1; done
+echo "# rpc_testserver pid=$spid port=$port cores=$(nproc)"
+for n in 1 16 64; do
+  for r in $(seq "$repeat"); do
+    echo "async: $("$bin/rpc_bench" --target 127.0.0.1:$port --inflight $n --async 1 --seconds 5)"
+  done
+done
+for r in $(seq "$repeat"); do
+  echo "blocking: $("$bin/rpc_bench" --target 127.0.0.1:$port --inflight 64 --seconds 5)"
+done
+rss() { awk '/VmRSS/{print $2}' /proc/$spid/status; }
+echo "# one million calls, 64 in flight; server VmRSS (KiB) every 2 s"
+"$bin/rpc_bench" --target 127.0.0.1:$port --inflight 64 --async 1 --calls 1000000 > "$out.res" &
+bpid=$!
+samples=()
+while kill -0 $bpid 2>/dev/null; do samples+=("$(rss)"); sleep 2; done
+wait $bpid || true
+echo "rss_kib: ${samples[*]}"
+echo "million: $(cat "$out.res")"
+rm -f "$out.res"
