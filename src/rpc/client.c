@@ -157,6 +157,8 @@ void rpc_channel_free(rpc_channel *c)
 
 const char *rpc_channel_target(const rpc_channel *c) { return c->target; }
 
+void rpc_channel_reset_backoff(rpc_channel *c) { grpc_channel_reset_connect_backoff(c->ch); }
+
 static void set_result(rpc_result *r, int code, const char *msg, size_t msglen)
 {
     r->code = code;

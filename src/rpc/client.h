@@ -46,6 +46,9 @@ rpc_channel *rpc_channel_new(const char *target, const rpc_client_opts *opts, ch
                              size_t errlen);
 void rpc_channel_free(rpc_channel *ch);
 const char *rpc_channel_target(const rpc_channel *ch);
+/* Forgets the channel's connection backoff so the next call tries to connect at once (our
+ * callers run their own jittered backoff and should not also wait out the core's). */
+void rpc_channel_reset_backoff(rpc_channel *ch);
 
 /* Calls method ("/pkg.Service/Method") with req. On RPC_OK *resp is the decoded answer (the
  * caller's). Returns res->code. opts may be NULL. */

@@ -1,0 +1,205 @@
+/* ops-daemon: wires the parts together. The supervisor runs the agents, dservice answers the
+ * manager, hbhttp takes agents' heartbeats, link reports to the manager. Signals are handled
+ * here only, synchronously (sigwait), so no part needs to be async-signal-safe. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "daemon/dconfig.h"
+#include "daemon/dservice.h"
+#include "daemon/hbhttp.h"
+#include "daemon/link.h"
+#include "daemon/nodeid.h"
+#include "daemon/supervisor.h"
+
+static const char usage[] =
+    "usage: ops-daemon -c FILE [--stop-agents]\n"
+    "       ops-daemon --check-config FILE\n"
+    "\n"
+    "Runs on every host: supervises the agents listed in FILE (start, stop, restart on crash\n"
+    "with backoff, health checks), samples their resource use, reports the host to the\n"
+    "manager named in FILE and answers its DaemonService calls.\n"
+    "\n"
+    "  -c, --config FILE      daemon.yaml to run with (see configs/daemon.yaml)\n"
+    "      --check-config FILE  validate FILE, print the problem if any, and exit\n"
+    "      --stop-agents      on SIGTERM stop the agents too (default: leave them running;\n"
+    "                         the next ops-daemon re-adopts them)\n"
+    "  -h, --help             this text\n"
+    "  -V, --version          print the version\n"
+    "\n"
+    "Signals: SIGTERM/SIGINT stop; SIGHUP reloads FILE (added agents start, removed ones\n"
+    "stop, changed ones restart) and reopens the log file.\n"
+    "Exit codes: 0 clean stop or valid config, 1 runtime failure, 2 usage or config error.\n";
+
+struct daemon_state {
+    const char *config_path;
+    dconfig *cfg;
+    sup *sup;
+    hbhttp *hb;
+    dservice *svc;
+    link_t *link;
+    char node_id[128];
+};
+
+static int on_heartbeat(void *user, const hb_report *r)
+{
+    struct daemon_state *d = user;
+    return sup_record_heartbeat(d->sup, r->agent_id, r->timestamp) == 0 ? 0 : HB_UNKNOWN_AGENT;
+}
+
+static void on_agent_change(void *user, const char *agent_id, const char *status)
+{
+    struct daemon_state *d = user;
+    log_info("agent.status", "node=%s agent=%s status=%s", d->node_id, agent_id, status);
+    if (d->link) link_agents_changed(d->link);
+}
+
+static int write_pid_file(const char *path)
+{
+    if (!path || !*path) return 0;
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return -1;
+    fprintf(f, "%d\n", (int)getpid());
+    if (fclose(f) != 0) return -1;
+    return rename(tmp, path);
+}
+
+static void reload(struct daemon_state *d)
+{
+    char err[1024];
+    dconfig *next;
+    if (log_reopen() != 0) log_warn("log.reopen_failed", "error=%s", strerror(errno));
+    if (dconfig_load(d->config_path, &next, err, sizeof err) != 0) {
+        char q[1100];
+        log_error("config.reload_failed", "file=%s error=%s", d->config_path, log_quote(q, sizeof q, err));
+        return; /* keep running with what we have */
+    }
+    if (sup_set_agents(d->sup, next->agents, next->n_agents, err, sizeof err) != 0) {
+        char q[1100];
+        log_error("config.reload_failed", "file=%s error=%s", d->config_path, log_quote(q, sizeof q, err));
+        dconfig_free(next);
+        return;
+    }
+    dservice_swap_config(d->svc, next);
+    dconfig_free(d->cfg);
+    d->cfg = next;
+    log_info("config.reloaded", "file=%s agents=%zu", d->config_path, next->n_agents);
+}
+
+int main(int argc, char **argv)
+{
+    struct daemon_state d;
+    memset(&d, 0, sizeof d);
+    int check_only = 0, stop_agents = 0;
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"check-config", required_argument, NULL, 'k'},
+        {"stop-agents", no_argument, NULL, 's'},  {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0}};
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': d.config_path = optarg; break;
+        case 'k': d.config_path = optarg; check_only = 1; break;
+        case 's': stop_agents = 1; break;
+        case 'h': fputs(usage, stdout); return 0;
+        case 'V': printf("ops-daemon %s\n", OPS_VERSION); return 0;
+        default: fputs(usage, stderr); return 2;
+        }
+    }
+    if (!d.config_path || optind < argc) {
+        fprintf(stderr, "ops-daemon: %s\n\n%s", d.config_path ? "unexpected argument" : "-c FILE is required", usage);
+        return 2;
+    }
+    char err[1024];
+    if (dconfig_load(d.config_path, &d.cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "ops-daemon: %s\n", err);
+        return 2;
+    }
+    if (check_only) {
+        printf("%s: ok (%zu agents)\n", d.config_path, d.cfg->n_agents);
+        dconfig_free(d.cfg);
+        return 0;
+    }
+    if (d.cfg->daemon.stop_agents_on_exit) stop_agents = 1;
+
+    /* Before any thread exists, so that every thread inherits the mask and only sigwait
+     * below ever sees these signals. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (log_open(d.cfg->daemon.log_level, d.cfg->daemon.log_file) != 0)
+        fprintf(stderr, "ops-daemon: cannot open log file %s: %s (logging to stderr)\n", d.cfg->daemon.log_file, strerror(errno));
+    int rc = 1;
+    if (nodeid_resolve(d.cfg->daemon.id, d.cfg->daemon.work_dir, d.node_id, sizeof d.node_id, err, sizeof err) != 0) {
+        log_error("daemon.node_id_failed", "error=\"%s\"", err);
+        goto out;
+    }
+    if (write_pid_file(d.cfg->daemon.pid_file) != 0)
+        log_warn("daemon.pid_file_failed", "file=%s error=\"%s\"", d.cfg->daemon.pid_file, strerror(errno));
+
+    sup_options so = {.state_dir = d.cfg->daemon.work_dir, .resource_interval_ms = d.cfg->daemon.resource_interval_ms,
+                      .on_change = on_agent_change, .user = &d};
+    d.sup = sup_new(&so, err, sizeof err);
+    if (!d.sup || sup_set_agents(d.sup, d.cfg->agents, d.cfg->n_agents, err, sizeof err) != 0) {
+        log_error("daemon.supervisor_failed", "error=\"%s\"", err);
+        goto out;
+    }
+    hbhttp_options ho = {.host = d.cfg->daemon.http_host, .port = d.cfg->daemon.http_port, .on_heartbeat = on_heartbeat, .user = &d};
+    if (hbhttp_start(&ho, &d.hb, err, sizeof err) != 0) {
+        log_error("daemon.http_failed", "error=\"%s\"", err);
+        goto out;
+    }
+    char listen[300];
+    snprintf(listen, sizeof listen, "%s:%d", d.cfg->daemon.grpc_host, d.cfg->daemon.grpc_port);
+    const char *listen_list[] = {listen, NULL};
+    dservice_opts dopts = {.listen = listen_list, .sup = d.sup, .cfg = d.cfg};
+    d.svc = dservice_start(&dopts, err, sizeof err);
+    if (!d.svc) {
+        log_error("daemon.grpc_failed", "listen=%s error=\"%s\"", listen, err);
+        goto out;
+    }
+    link_opts lo = {.cfg = d.cfg, .node_id = d.node_id, .sup = d.sup, .daemon_port = dservice_port(d.svc)};
+    d.link = link_start(&lo, err, sizeof err);
+    if (!d.link) {
+        log_error("daemon.link_failed", "error=\"%s\"", err);
+        goto out;
+    }
+    log_info("daemon.started", "node=%s grpc=%s http_port=%d agents=%zu manager=%s version=%s", d.node_id, listen,
+             hbhttp_port(d.hb), d.cfg->n_agents, d.cfg->manager.address, OPS_VERSION);
+
+    for (;;) {
+        int sig;
+        if (sigwait(&set, &sig) != 0) continue;
+        if (sig == SIGHUP) {
+            reload(&d);
+            link_config_changed(d.link, d.cfg);
+            continue;
+        }
+        log_info("daemon.stopping", "node=%s signal=%s stop_agents=%d", d.node_id, sig == SIGTERM ? "TERM" : "INT", stop_agents);
+        break;
+    }
+    rc = 0;
+out:
+    link_stop(d.link);
+    dservice_stop(d.svc, 5000);
+    if (d.hb) hbhttp_stop(d.hb);
+    sup_free(d.sup, stop_agents);
+    if (d.cfg->daemon.pid_file && *d.cfg->daemon.pid_file && rc == 0) unlink(d.cfg->daemon.pid_file);
+    log_info("daemon.stopped", "node=%s rc=%d", d.node_id, rc);
+    dconfig_free(d.cfg);
+    log_close();
+    return rc;
+}
