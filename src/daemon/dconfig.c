@@ -100,6 +100,9 @@ struct raw_root {
 };
 
 #define OPT (CYAML_FLAG_OPTIONAL | CYAML_FLAG_POINTER)
+/* Sections and lists may also be present but empty ("agents:" with every entry commented
+ * out): that reads as absent. */
+#define OPTN (CYAML_FLAG_OPTIONAL | CYAML_FLAG_POINTER_NULL)
 #define STR(key, st, m) CYAML_FIELD_STRING_PTR(key, OPT, st, m, 0, CYAML_UNLIMITED)
 
 static const cyaml_schema_value_t string_entry = {
@@ -130,7 +133,7 @@ static const cyaml_schema_field_t restart_fields[] = {
     STR("name", struct raw_agent, name), \
     STR("version", struct raw_agent, version), \
     STR("binary_path", struct raw_agent, binary_path), \
-    CYAML_FIELD_SEQUENCE("args", OPT, struct raw_agent, args, &string_entry, 0, CYAML_UNLIMITED), \
+    CYAML_FIELD_SEQUENCE("args", OPTN, struct raw_agent, args, &string_entry, 0, CYAML_UNLIMITED), \
     CYAML_FIELD_IGNORE("env", CYAML_FLAG_OPTIONAL), \
     STR("config_file", struct raw_agent, config_file), \
     STR("work_dir", struct raw_agent, work_dir), \
@@ -138,8 +141,8 @@ static const cyaml_schema_field_t restart_fields[] = {
     STR("stop_grace", struct raw_agent, stop_grace), \
     STR("log_max_size", struct raw_agent, log_max_size), \
     CYAML_FIELD_INT_PTR("log_keep", OPT, struct raw_agent, log_keep), \
-    CYAML_FIELD_MAPPING_PTR("health_check", OPT, struct raw_agent, health, health_fields), \
-    CYAML_FIELD_MAPPING_PTR("restart", OPT, struct raw_agent, restart, restart_fields)
+    CYAML_FIELD_MAPPING_PTR("health_check", OPTN, struct raw_agent, health, health_fields), \
+    CYAML_FIELD_MAPPING_PTR("restart", OPTN, struct raw_agent, restart, restart_fields)
 
 static const cyaml_schema_field_t agent_fields[] = {
     STR("id", struct raw_agent, id),
@@ -172,7 +175,7 @@ static const cyaml_schema_field_t memory_fields[] = {
 static const cyaml_schema_field_t disk_fields[] = {
     CYAML_FIELD_BOOL_PTR("enabled", OPT, struct raw_collector, enabled),
     STR("interval", struct raw_collector, interval),
-    CYAML_FIELD_SEQUENCE("mount_points", OPT, struct raw_collector, mount_points, &string_entry,
+    CYAML_FIELD_SEQUENCE("mount_points", OPTN, struct raw_collector, mount_points, &string_entry,
                          0, CYAML_UNLIMITED),
     CYAML_FIELD_END,
 };
@@ -180,16 +183,16 @@ static const cyaml_schema_field_t disk_fields[] = {
 static const cyaml_schema_field_t network_fields[] = {
     CYAML_FIELD_BOOL_PTR("enabled", OPT, struct raw_collector, enabled),
     STR("interval", struct raw_collector, interval),
-    CYAML_FIELD_SEQUENCE("interfaces", OPT, struct raw_collector, interfaces, &string_entry,
+    CYAML_FIELD_SEQUENCE("interfaces", OPTN, struct raw_collector, interfaces, &string_entry,
                          0, CYAML_UNLIMITED),
     CYAML_FIELD_END,
 };
 
 static const cyaml_schema_field_t collectors_fields[] = {
-    CYAML_FIELD_MAPPING_PTR("cpu", OPT, struct raw_collectors, cpu, cpu_fields),
-    CYAML_FIELD_MAPPING_PTR("memory", OPT, struct raw_collectors, memory, memory_fields),
-    CYAML_FIELD_MAPPING_PTR("disk", OPT, struct raw_collectors, disk, disk_fields),
-    CYAML_FIELD_MAPPING_PTR("network", OPT, struct raw_collectors, network, network_fields),
+    CYAML_FIELD_MAPPING_PTR("cpu", OPTN, struct raw_collectors, cpu, cpu_fields),
+    CYAML_FIELD_MAPPING_PTR("memory", OPTN, struct raw_collectors, memory, memory_fields),
+    CYAML_FIELD_MAPPING_PTR("disk", OPTN, struct raw_collectors, disk, disk_fields),
+    CYAML_FIELD_MAPPING_PTR("network", OPTN, struct raw_collectors, network, network_fields),
     CYAML_FIELD_END,
 };
 
@@ -220,7 +223,7 @@ static const cyaml_schema_field_t daemon_fields[] = {
 
 static const cyaml_schema_field_t manager_fields[] = {
     STR("address", struct raw_manager, address),
-    CYAML_FIELD_MAPPING_PTR("tls", OPT, struct raw_manager, tls, tls_fields),
+    CYAML_FIELD_MAPPING_PTR("tls", OPTN, struct raw_manager, tls, tls_fields),
     STR("heartbeat_interval", struct raw_manager, heartbeat_interval),
     STR("reconnect_interval", struct raw_manager, reconnect_interval),
     STR("timeout", struct raw_manager, timeout),
@@ -231,13 +234,13 @@ static const cyaml_schema_field_t manager_fields[] = {
 };
 
 static const cyaml_schema_field_t root_fields[] = {
-    CYAML_FIELD_MAPPING_PTR("daemon", OPT, struct raw_root, daemon, daemon_fields),
-    CYAML_FIELD_MAPPING_PTR("manager", OPT, struct raw_root, manager, manager_fields),
+    CYAML_FIELD_MAPPING_PTR("daemon", OPTN, struct raw_root, daemon, daemon_fields),
+    CYAML_FIELD_MAPPING_PTR("manager", OPTN, struct raw_root, manager, manager_fields),
     CYAML_FIELD_IGNORE("labels", CYAML_FLAG_OPTIONAL),
-    CYAML_FIELD_MAPPING_PTR("collectors", OPT, struct raw_root, collectors, collectors_fields),
-    CYAML_FIELD_MAPPING_PTR("agent_defaults", OPT, struct raw_root, agent_defaults,
+    CYAML_FIELD_MAPPING_PTR("collectors", OPTN, struct raw_root, collectors, collectors_fields),
+    CYAML_FIELD_MAPPING_PTR("agent_defaults", OPTN, struct raw_root, agent_defaults,
                             agent_defaults_fields),
-    CYAML_FIELD_SEQUENCE("agents", OPT, struct raw_root, agents, &agent_entry, 0,
+    CYAML_FIELD_SEQUENCE("agents", OPTN, struct raw_root, agents, &agent_entry, 0,
                          CYAML_UNLIMITED),
     CYAML_FIELD_END,
 };

@@ -102,6 +102,22 @@ static void defaults_from_empty_file(void **state)
     assert_int_equal(dconfig_load_string("empty.yaml", "", 0, &cfg, err, sizeof err), 0);
     assert_int_equal(cfg->daemon.grpc_port, 9091);
     dconfig_free(cfg);
+
+    /* Sections left empty (every entry commented out) read as absent. */
+    cfg = load_ok("daemon:\nmanager:\n  tls:\nlabels:\ncollectors:\n  disk:\n    mount_points:\n"
+                  "agent_defaults:\nagents:\n");
+    assert_int_equal(cfg->daemon.http_port, 8084);
+    assert_int_equal(cfg->collectors.disk.enabled, 1);
+    assert_int_equal(cfg->n_labels, 0);
+    assert_int_equal(cfg->n_agents, 0);
+    dconfig_free(cfg);
+    /* An agent's empty args/env still replace the defaults'. */
+    cfg = load_ok("agent_defaults: {args: [-v], env: {A: b}}\n"
+                  "agents:\n  - id: a\n    binary_path: /bin/a\n    args:\n    env:\n    restart:\n");
+    assert_null(cfg->agents[0].args[0]);
+    assert_null(cfg->agents[0].env[0]);
+    assert_int_equal(cfg->agents[0].restart.policy, AGENT_RESTART_ON_FAILURE);
+    dconfig_free(cfg);
 }
 
 static const char *full_yaml =
