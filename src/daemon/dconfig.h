@@ -1,0 +1,103 @@
+/* dconfig: ops-daemon's configuration file (daemon.yaml, the keys of the Go original), loaded,
+ * checked and resolved into typed values: durations in milliseconds, sizes in bytes, every
+ * default filled in and agent_defaults merged under each agent.
+ *
+ * Owns: the dconfig tree returned by dconfig_load(), including the agent_spec array and all of
+ * its strings; everything is released by dconfig_free(). The loader keeps nothing else. Errors
+ * name the file, the place (agents[1] (id "web"), agent_defaults, ...), the key and the
+ * problem, so an operator can fix the file without reading code. */
+#ifndef OPS_DAEMON_DCONFIG_H
+#define OPS_DAEMON_DCONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/log.h"
+#include "daemon/agent.h"
+
+typedef struct dconfig_label {
+    char *key;
+    char *value;
+} dconfig_label;
+
+typedef struct dconfig_collector {
+    int enabled;
+    int64_t interval_ms;
+} dconfig_collector;
+
+typedef struct dconfig_collectors {
+    dconfig_collector cpu, memory, disk, network;
+    int cpu_per_core;       /* also report cpuN.usage_percent; default off */
+    char **mount_points;    /* disk: NULL-terminated; empty = every local filesystem and / */
+    size_t n_mount_points;
+    char **interfaces;      /* network: NULL-terminated; empty = every interface */
+    size_t n_interfaces;
+} dconfig_collectors;
+
+typedef struct dconfig_tls {
+    int enabled;
+    char *cert_file;        /* "" when not set; cert and key come together or not at all */
+    char *key_file;
+    char *ca_file;
+    char *server_name;
+} dconfig_tls;
+
+typedef struct dconfig_daemon {
+    char *id;               /* "" = take node_id from work_dir (see nodeid.h) */
+    log_level log_level;
+    char *log_file;         /* "" = stderr */
+    char *pid_file;         /* "" = none */
+    char *work_dir;
+    char *grpc_host;
+    int grpc_port;
+    char *http_host;
+    int http_port;
+    int stop_agents_on_exit;
+    int64_t stop_grace_ms;
+    int64_t resource_interval_ms;
+} dconfig_daemon;
+
+typedef struct dconfig_manager {
+    char *address;          /* host:port, a comma list of them, or dns:///name */
+    dconfig_tls tls;
+    int64_t heartbeat_interval_ms;
+    int64_t reconnect_interval_ms;
+    int64_t timeout_ms;
+    int64_t metrics_interval_ms;
+    char *spool_dir;
+    uint64_t spool_max_bytes;
+} dconfig_manager;
+
+typedef struct dconfig {
+    char *path;             /* the file it came from */
+    dconfig_daemon daemon;
+    dconfig_manager manager;
+    dconfig_label *labels;
+    size_t n_labels;
+    dconfig_collectors collectors;
+    agent_spec *agents;     /* effective settings, in file order */
+    size_t n_agents;
+} dconfig;
+
+/* Reads and checks path. Returns 0 with *out set (free with dconfig_free), or -1 with err
+ * holding one message such as
+ *   daemon.yaml: agents[1] (id "web"): restart.policy: must be always, on-failure or never
+ *   (got "sometimes")
+ * Syntax errors and unknown keys come back with the line number libcyaml reported. */
+int dconfig_load(const char *path, dconfig **out, char *err, size_t errlen);
+/* Same, from text in memory; name stands for the file name in messages. */
+int dconfig_load_string(const char *name, const char *yaml, size_t len, dconfig **out,
+                        char *err, size_t errlen);
+void dconfig_free(dconfig *cfg);
+
+/* The effective configuration as YAML that dconfig_load() reads back to the same values
+ * (GetConfig "daemon"). Only file paths of TLS material appear, never their contents.
+ * Returns 0 with *out malloc'd (caller frees), or -1 on allocation failure. */
+int dconfig_dump_yaml(const dconfig *cfg, char **out);
+/* One agent's effective settings as a YAML mapping (GetConfig "agent"). Same ownership. */
+int dconfig_agent_yaml(const agent_spec *spec, char **out);
+
+/* The agent with this id, or NULL. */
+const agent_spec *dconfig_find_agent(const dconfig *cfg, const char *id);
+
+#endif
