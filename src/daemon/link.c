@@ -40,7 +40,7 @@ struct link_s {
     pthread_t sender, collector;
     int have_sender, have_collector;
     /* what RegisterNode sends */
-    char hostname[256], ip[64], os[32], arch[32], address[128];
+    char hostname[256], ip[64], os[32], arch[72], address[128];
     dconfig_label *labels;
     size_t n_labels;
     int64_t timeout_ms, heartbeat_ms, reconnect_ms;
