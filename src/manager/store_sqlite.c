@@ -827,6 +827,10 @@ static void sb_json_string(sbuf *b, const char *s)
 static void sb_double(sbuf *b, double v)
 {
     char num[40];
+    if (v == 0 && signbit(v)) { /* "-0" would read back as the integer 0 */
+        sb_put(b, "-0.0", 4);
+        return;
+    }
     for (int prec = 15; prec <= 17; prec++) {
         snprintf(num, sizeof num, "%.*g", prec, v);
         if (strtod(num, NULL) == v) break;
