@@ -1,0 +1,177 @@
+/* store: picks the driver named in the config and forwards every call to it; also the free
+ * functions for results, which are the same whatever driver filled them. */
+#include "manager/store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *store_node_status_name(store_node_status s)
+{
+    return s == STORE_NODE_ONLINE ? "online" : "offline";
+}
+
+store *store_open(const store_config *cfg, char *err, size_t errlen)
+{
+    const char *d = cfg->driver;
+    if (!d || !*d || strcmp(d, "sqlite") == 0) return store_sqlite_open(cfg, err, errlen);
+    if (strcmp(d, "postgres") == 0) {
+        snprintf(err, errlen, "database driver 'postgres' is not built into this version yet");
+        return NULL;
+    }
+    snprintf(err, errlen, "unknown database driver '%s' (expected sqlite or postgres)", d);
+    return NULL;
+}
+
+void store_close(store *s)
+{
+    if (s) s->drv->close(s);
+}
+
+const char *store_driver_name(const store *s)
+{
+    return s->drv->name;
+}
+
+int store_upsert_node(store *s, const store_node_in *n, int64_t now, char *err, size_t errlen)
+{
+    return s->drv->upsert_node(s, n, now, err, errlen);
+}
+
+int store_upsert_placeholder(store *s, const char *node_id, int64_t now, int *created, char *err,
+                             size_t errlen)
+{
+    return s->drv->upsert_placeholder(s, node_id, now, created, err, errlen);
+}
+
+int store_touch_nodes(store *s, const store_touch *t, size_t n, char *err, size_t errlen)
+{
+    return s->drv->touch_nodes(s, t, n, err, errlen);
+}
+
+int store_add_node_events(store *s, const store_event_in *ev, size_t n, char *err, size_t errlen)
+{
+    return s->drv->add_node_events(s, ev, n, err, errlen);
+}
+
+int store_sync_agents(store *s, const char *node_id, const store_agent_in *a, size_t n,
+                      int64_t now, char *err, size_t errlen)
+{
+    return s->drv->sync_agents(s, node_id, a, n, now, err, errlen);
+}
+
+int store_insert_metrics(store *s, const char *node_id, const store_metric_in *m, size_t n,
+                         size_t *inserted, char *err, size_t errlen)
+{
+    return s->drv->insert_metrics(s, node_id, m, n, inserted, err, errlen);
+}
+
+int store_delete_metrics_before(store *s, int64_t before, size_t batch_limit, uint64_t *deleted,
+                                char *err, size_t errlen)
+{
+    return s->drv->delete_metrics_before(s, before, batch_limit, deleted, err, errlen);
+}
+
+int store_delete_node(store *s, const char *node_id, int *found, char *err, size_t errlen)
+{
+    return s->drv->delete_node(s, node_id, found, err, errlen);
+}
+
+int store_list_nodes(store *s, const store_node_filter *filter, store_node_list *out, char *err,
+                     size_t errlen)
+{
+    return s->drv->list_nodes(s, filter, out, err, errlen);
+}
+
+int store_get_node(store *s, const char *node_id, store_node *out, char *err, size_t errlen)
+{
+    return s->drv->get_node(s, node_id, out, err, errlen);
+}
+
+int store_list_agents(store *s, const char *node_id, int include_removed, store_agent_list *out,
+                      char *err, size_t errlen)
+{
+    return s->drv->list_agents(s, node_id, include_removed, out, err, errlen);
+}
+
+int store_list_node_events(store *s, const char *node_id, int64_t from, int64_t to,
+                           store_event_list *out, char *err, size_t errlen)
+{
+    return s->drv->list_node_events(s, node_id, from, to, out, err, errlen);
+}
+
+int store_query_metrics(store *s, const char *node_id, const char *type, int64_t from, int64_t to,
+                        size_t limit, store_point_list *out, char *err, size_t errlen)
+{
+    return s->drv->query_metrics(s, node_id, type, from, to, limit, out, err, errlen);
+}
+
+int store_metric_stats(store *s, const char *node_id, const char *type, int64_t from, int64_t to,
+                       store_stat_list *out, char *err, size_t errlen)
+{
+    return s->drv->metric_stats(s, node_id, type, from, to, out, err, errlen);
+}
+
+void store_node_free(store_node *n)
+{
+    if (!n) return;
+    free(n->node_id); free(n->hostname); free(n->ip); free(n->os); free(n->arch);
+    for (size_t i = 0; i < n->n_labels; i++) {
+        free(n->labels[i].key);
+        free(n->labels[i].value);
+    }
+    free(n->labels);
+    free(n->daemon_version); free(n->agent_version); free(n->daemon_address);
+    memset(n, 0, sizeof *n);
+}
+
+void store_node_list_free(store_node_list *l)
+{
+    if (!l) return;
+    for (size_t i = 0; i < l->n; i++) store_node_free(&l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+void store_event_list_free(store_event_list *l)
+{
+    if (!l) return;
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->items[i].node_id);
+        free(l->items[i].event);
+    }
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+void store_agent_list_free(store_agent_list *l)
+{
+    if (!l) return;
+    for (size_t i = 0; i < l->n; i++) {
+        store_agent *a = &l->items[i];
+        free(a->agent_id); free(a->type); free(a->version); free(a->status);
+    }
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+void store_point_list_free(store_point_list *l)
+{
+    if (!l) return;
+    for (size_t i = 0; i < l->n; i++) free(l->items[i].key);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+void store_stat_list_free(store_stat_list *l)
+{
+    if (!l) return;
+    for (size_t i = 0; i < l->n; i++) free(l->items[i].key);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}

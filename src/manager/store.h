@@ -1,0 +1,269 @@
+/* store: the manager's persistent state -- nodes, their online/offline history, their agents and
+ * their metrics -- behind one interface that SQLite implements now and PostgreSQL later. No
+ * database type or SQL appears here; each driver keeps its SQL to itself.
+ *
+ * Owns: the database connections, the single writer thread and its queue. Every write is handed
+ * to the writer and the caller blocks until that write is committed (or gets its error): the
+ * writer takes everything queued and commits it in one transaction (group commit), each request
+ * isolated by a savepoint so one failing request does not fail its neighbours. Reads run on a
+ * pool of reader connections and never wait for the writer.
+ *
+ * Conventions: times are Unix seconds; ranges [from, to] include both ends. Input structs and
+ * strings are borrowed for the duration of the call. Everything a read returns belongs to the
+ * caller and is freed with the matching *_free function. Functions return 0 on success and -1
+ * with a readable reason in err (e.g. "insert metrics: database or disk is full"); a failed
+ * write changes nothing and the store stays usable. store_get_node() can also return
+ * STORE_NOT_FOUND. All functions are thread-safe. */
+#ifndef OPS_MANAGER_STORE_H
+#define OPS_MANAGER_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct store store;
+
+enum { STORE_OK = 0, STORE_NOT_FOUND = 1, STORE_ERROR = -1 };
+
+typedef struct store_config {
+    const char *driver;      /* "sqlite" (also when NULL or "") or "postgres" */
+    const char *dsn;         /* sqlite: path of the database file (created if missing) */
+    int readers;             /* reader connections; 0 = 4 */
+    uint64_t max_size_bytes; /* 0 = unlimited; past it writes fail as "disk full" would */
+} store_config;
+
+typedef enum {
+    STORE_NODE_ANY = -1, /* filters only */
+    STORE_NODE_OFFLINE = 0,
+    STORE_NODE_ONLINE = 1,
+} store_node_status;
+
+/* "online" / "offline" (the words stored and shown). */
+const char *store_node_status_name(store_node_status s);
+
+/* ---- inputs (borrowed) ---------------------------------------------------------------- */
+
+typedef struct store_kv {
+    const char *key;
+    const char *value;
+} store_kv;
+
+/* What RegisterNode carries. NULL strings are stored as "". */
+typedef struct store_node_in {
+    const char *node_id;
+    const char *hostname, *ip, *os, *arch;
+    const store_kv *labels;
+    size_t n_labels;
+    const char *daemon_version, *agent_version, *daemon_address;
+} store_node_in;
+
+/* One liveness update for store_touch_nodes(). */
+typedef struct store_touch {
+    const char *node_id;
+    int64_t last_seen;
+    store_node_status status;
+} store_touch;
+
+/* One node event: event is "online", "offline" or "registered". */
+typedef struct store_event_in {
+    const char *node_id;
+    const char *event;
+    int64_t at;
+} store_event_in;
+
+/* One AgentState of SyncAgentStates. */
+typedef struct store_agent_in {
+    const char *agent_id;
+    const char *type, *version, *status;
+    int32_t pid;
+    int64_t last_heartbeat;
+} store_agent_in;
+
+typedef struct store_metric_value {
+    const char *key;
+    double value;
+} store_metric_value;
+
+/* One MetricData of ReportMetrics. */
+typedef struct store_metric_in {
+    const char *type;
+    int64_t ts;
+    const store_metric_value *values;
+    size_t n_values;
+} store_metric_in;
+
+/* ---- outputs (caller-owned) ------------------------------------------------------------ */
+
+typedef struct store_label {
+    char *key;
+    char *value;
+} store_label;
+
+typedef struct store_node {
+    char *node_id;
+    char *hostname, *ip, *os, *arch;
+    store_label *labels; /* sorted by key */
+    size_t n_labels;
+    char *daemon_version, *agent_version, *daemon_address;
+    store_node_status status;
+    int64_t registered_at, last_seen, updated_at;
+} store_node;
+
+typedef struct store_node_list {
+    store_node *items; /* sorted by node_id */
+    size_t n;
+} store_node_list;
+
+typedef struct store_node_filter {
+    store_node_status status; /* STORE_NODE_ANY for all */
+    const char *label_key;    /* NULL: no label condition; else labels[label_key] == label_value */
+    const char *label_value;
+} store_node_filter;
+
+typedef struct store_event {
+    char *node_id;
+    char *event;
+    int64_t at;
+} store_event;
+
+typedef struct store_event_list {
+    store_event *items; /* in the order they happened */
+    size_t n;
+} store_event_list;
+
+typedef struct store_agent {
+    char *agent_id;
+    char *type, *version;
+    char *status; /* as the daemon reported it, or "removed" */
+    int32_t pid;
+    int64_t last_heartbeat, updated_at;
+    int removed;  /* 1 when the daemon's last sync no longer listed it */
+} store_agent;
+
+typedef struct store_agent_list {
+    store_agent *items; /* sorted by agent_id */
+    size_t n;
+} store_agent_list;
+
+typedef struct store_point {
+    int64_t ts;
+    char *key;
+    double value;
+} store_point;
+
+typedef struct store_point_list {
+    store_point *items; /* sorted by (ts, key) */
+    size_t n;
+} store_point_list;
+
+/* Per-key summary of one node's metric type over a range. */
+typedef struct store_stat {
+    char *key;
+    double min, avg, max;
+    double latest;       /* value at latest_ts */
+    int64_t latest_ts;
+    int64_t count;
+} store_stat;
+
+typedef struct store_stat_list {
+    store_stat *items; /* sorted by key */
+    size_t n;
+} store_stat_list;
+
+/* ---- lifecycle -------------------------------------------------------------------------- */
+
+/* Opens (creating and migrating the schema as needed) and starts the writer. NULL on error. */
+store *store_open(const store_config *cfg, char *err, size_t errlen);
+/* Finishes every queued write, stops the writer, closes everything. NULL is a no-op. */
+void store_close(store *s);
+/* The driver's name ("sqlite"). */
+const char *store_driver_name(const store *s);
+
+/* ---- writes (block until committed) ------------------------------------------------------ */
+
+/* RegisterNode: inserts the node or updates every field of an existing row (its agents, events
+ * and metrics are kept; registered_at keeps its first value). Sets status online, last_seen and
+ * updated_at to now, and records a "registered" event. */
+int store_upsert_node(store *s, const store_node_in *n, int64_t now, char *err, size_t errlen);
+/* A heartbeat from a node the store does not know: inserts a row whose fields are "unknown",
+ * online, last_seen now. Leaves an existing row untouched. *created (may be NULL) says which. */
+int store_upsert_placeholder(store *s, const char *node_id, int64_t now, int *created, char *err,
+                             size_t errlen);
+/* Liveness write-behind: sets last_seen (never backwards) and status of each known node; ids
+ * the store does not have are skipped. */
+int store_touch_nodes(store *s, const store_touch *t, size_t n, char *err, size_t errlen);
+int store_add_node_events(store *s, const store_event_in *ev, size_t n, char *err, size_t errlen);
+/* SyncAgentStates: upserts every listed agent (clearing its removed flag); agents of the node
+ * that are not listed become status "removed", removed = 1. n = 0 removes them all. */
+int store_sync_agents(store *s, const char *node_id, const store_agent_in *a, size_t n,
+                      int64_t now, char *err, size_t errlen);
+/* ReportMetrics: stores every value. Idempotent: a (node, type, ts, key) already stored is
+ * skipped, so a retried report never counts twice. *inserted (may be NULL) = values new. */
+int store_insert_metrics(store *s, const char *node_id, const store_metric_in *m, size_t n,
+                         size_t *inserted, char *err, size_t errlen);
+/* Retention: deletes metric points with ts < before, batch_limit rows per transaction (0 =
+ * 5000) so ingestion waits at most one small batch. *deleted (may be NULL) = rows deleted,
+ * also when it fails part way. */
+int store_delete_metrics_before(store *s, int64_t before, size_t batch_limit, uint64_t *deleted,
+                                char *err, size_t errlen);
+/* Deletes the node with its events, agents and metrics. *found (may be NULL) = 1 if it existed. */
+int store_delete_node(store *s, const char *node_id, int *found, char *err, size_t errlen);
+
+/* ---- reads -------------------------------------------------------------------------------- */
+
+/* filter NULL = all nodes. */
+int store_list_nodes(store *s, const store_node_filter *filter, store_node_list *out, char *err,
+                     size_t errlen);
+/* STORE_OK with *out filled, STORE_NOT_FOUND, or STORE_ERROR. */
+int store_get_node(store *s, const char *node_id, store_node *out, char *err, size_t errlen);
+int store_list_agents(store *s, const char *node_id, int include_removed, store_agent_list *out,
+                      char *err, size_t errlen);
+int store_list_node_events(store *s, const char *node_id, int64_t from, int64_t to,
+                           store_event_list *out, char *err, size_t errlen);
+/* Points of one node and type in [from, to]; limit 0 = no limit (the earliest are kept). */
+int store_query_metrics(store *s, const char *node_id, const char *type, int64_t from, int64_t to,
+                        size_t limit, store_point_list *out, char *err, size_t errlen);
+int store_metric_stats(store *s, const char *node_id, const char *type, int64_t from, int64_t to,
+                       store_stat_list *out, char *err, size_t errlen);
+
+void store_node_free(store_node *n);          /* frees the fields, not n */
+void store_node_list_free(store_node_list *l); /* frees the items; l is left empty */
+void store_event_list_free(store_event_list *l);
+void store_agent_list_free(store_agent_list *l);
+void store_point_list_free(store_point_list *l);
+void store_stat_list_free(store_stat_list *l);
+
+/* ---- driver interface: what an implementation provides (store.c dispatches to it) -------- */
+
+typedef struct store_driver {
+    const char *name;
+    void (*close)(store *s);
+    int (*upsert_node)(store *, const store_node_in *, int64_t, char *, size_t);
+    int (*upsert_placeholder)(store *, const char *, int64_t, int *, char *, size_t);
+    int (*touch_nodes)(store *, const store_touch *, size_t, char *, size_t);
+    int (*add_node_events)(store *, const store_event_in *, size_t, char *, size_t);
+    int (*sync_agents)(store *, const char *, const store_agent_in *, size_t, int64_t, char *,
+                       size_t);
+    int (*insert_metrics)(store *, const char *, const store_metric_in *, size_t, size_t *,
+                          char *, size_t);
+    int (*delete_metrics_before)(store *, int64_t, size_t, uint64_t *, char *, size_t);
+    int (*delete_node)(store *, const char *, int *, char *, size_t);
+    int (*list_nodes)(store *, const store_node_filter *, store_node_list *, char *, size_t);
+    int (*get_node)(store *, const char *, store_node *, char *, size_t);
+    int (*list_agents)(store *, const char *, int, store_agent_list *, char *, size_t);
+    int (*list_node_events)(store *, const char *, int64_t, int64_t, store_event_list *, char *,
+                            size_t);
+    int (*query_metrics)(store *, const char *, const char *, int64_t, int64_t, size_t,
+                         store_point_list *, char *, size_t);
+    int (*metric_stats)(store *, const char *, const char *, int64_t, int64_t, store_stat_list *,
+                        char *, size_t);
+} store_driver;
+
+/* Every driver's handle starts with this. */
+struct store {
+    const store_driver *drv;
+};
+
+/* store_sqlite.c */
+store *store_sqlite_open(const store_config *cfg, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,1479 @@
+/* store_sqlite: the store on one SQLite file in WAL mode.
+ *
+ * One writer connection, used only by the writer thread: callers queue a request (a function
+ * plus its arguments) and sleep until the writer has committed it. The writer drains the whole
+ * queue into one transaction, each request inside its own savepoint, so a batch of 64 metric
+ * reports costs one commit and one request's failure stays its own. WAL + synchronous=NORMAL:
+ * a commit survives the process being killed (not necessarily a power cut), readers never block
+ * the writer nor wait for it.
+ *
+ * Metrics: one row per (node, ts, type) holding that MetricData's values as a JSON object,
+ * keyed (node_ref, ts, type) in a WITHOUT ROWID table, node_ref being a small integer for the
+ * node id. Why: a report of 4 types x 10 values is 4 rows written next to each other (the tail
+ * of that node's range) instead of 40 rows on 40 pages, which is what makes group commit cheap;
+ * a retried report hits the same key and is ignored (INSERT OR IGNORE); a node's range query
+ * and its retention delete are single index ranges. The JSON is built by the calling thread,
+ * so the writer only binds and steps. The writer remembers node refs in a hash table, dropped
+ * whenever a rollback could have undone one. */
+#include "manager/store.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define DEFAULT_READERS 4
+#define DEFAULT_RETENTION_BATCH 5000
+#define BUSY_TIMEOUT_MS 10000
+#define SERIES_CACHE_MAX (1u << 21)
+/* WAL size (pages) at which the checkpointer thread copies it into the database file, and at
+ * which the writer does it itself: only a checkpoint by the writer, between its transactions,
+ * is sure to catch up completely, which is what lets the WAL start over instead of growing. */
+#define WAL_CKPT_FRAMES 4000
+#define WAL_FORCE_FRAMES 32000
+
+/* ---- schema ------------------------------------------------------------------------------ */
+
+/* Migration i brings the schema from version i to i + 1. Append only; never edit a shipped one. */
+static const char *const migrations[] = {
+    "CREATE TABLE nodes ("
+    "  node_id TEXT PRIMARY KEY,"
+    "  hostname TEXT NOT NULL DEFAULT '', ip TEXT NOT NULL DEFAULT '',"
+    "  os TEXT NOT NULL DEFAULT '', arch TEXT NOT NULL DEFAULT '',"
+    "  labels TEXT NOT NULL DEFAULT '{}',"
+    "  daemon_version TEXT NOT NULL DEFAULT '', agent_version TEXT NOT NULL DEFAULT '',"
+    "  daemon_address TEXT NOT NULL DEFAULT '',"
+    "  status TEXT NOT NULL DEFAULT 'offline',"
+    "  registered_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+    "CREATE INDEX nodes_by_status ON nodes(status);"
+    "CREATE TABLE node_events ("
+    "  id INTEGER PRIMARY KEY, node_id TEXT NOT NULL, event TEXT NOT NULL, at INTEGER NOT NULL);"
+    "CREATE INDEX node_events_by_node ON node_events(node_id, at);"
+    "CREATE TABLE agents ("
+    "  node_id TEXT NOT NULL, agent_id TEXT NOT NULL,"
+    "  type TEXT NOT NULL DEFAULT '', version TEXT NOT NULL DEFAULT '',"
+    "  status TEXT NOT NULL DEFAULT '', pid INTEGER NOT NULL DEFAULT 0,"
+    "  last_heartbeat INTEGER NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL,"
+    "  removed INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (node_id, agent_id)) WITHOUT ROWID;"
+    "CREATE TABLE metric_nodes (id INTEGER PRIMARY KEY, node_id TEXT NOT NULL UNIQUE);"
+    "CREATE TABLE metrics ("
+    "  node_ref INTEGER NOT NULL, ts INTEGER NOT NULL, type TEXT NOT NULL, vals TEXT NOT NULL,"
+    "  PRIMARY KEY (node_ref, ts, type)) WITHOUT ROWID;",
+};
+#define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+/* The writer's statements, prepared once and reused for the life of the store. */
+enum {
+    ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_SAVEPOINT, ST_RELEASE, ST_ROLLBACK_TO,
+    ST_NODE_UPSERT, ST_NODE_PLACEHOLDER, ST_NODE_TOUCH, ST_EVENT_ADD,
+    ST_AGENT_UPSERT, ST_AGENT_REMOVE_MISSING,
+    ST_MNODE_GET, ST_MNODE_ADD, ST_POINT_ADD,
+    ST_RET_NEXT_SERIES, ST_RET_BOUNDARY, ST_RET_DELETE,
+    ST_DEL_POINTS, ST_DEL_SERIES, ST_DEL_AGENTS, ST_DEL_EVENTS, ST_DEL_NODE,
+    ST_COUNT
+};
+
+static const char *const writer_sql[ST_COUNT] = {
+    [ST_BEGIN] = "BEGIN IMMEDIATE",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_SAVEPOINT] = "SAVEPOINT req",
+    [ST_RELEASE] = "RELEASE req",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO req",
+    [ST_NODE_UPSERT] =
+        "INSERT INTO nodes (node_id, hostname, ip, os, arch, labels, daemon_version,"
+        " agent_version, daemon_address, status, registered_at, last_seen, updated_at)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'online', ?10, ?10, ?10)"
+        " ON CONFLICT (node_id) DO UPDATE SET hostname = excluded.hostname, ip = excluded.ip,"
+        " os = excluded.os, arch = excluded.arch, labels = excluded.labels,"
+        " daemon_version = excluded.daemon_version, agent_version = excluded.agent_version,"
+        " daemon_address = excluded.daemon_address, status = 'online',"
+        " last_seen = max(last_seen, excluded.last_seen), updated_at = excluded.updated_at",
+    [ST_NODE_PLACEHOLDER] =
+        "INSERT INTO nodes (node_id, hostname, ip, os, arch, labels, daemon_version,"
+        " agent_version, daemon_address, status, registered_at, last_seen, updated_at)"
+        " VALUES (?1, 'unknown', 'unknown', 'unknown', 'unknown', '{}', 'unknown', 'unknown',"
+        " '', 'online', ?2, ?2, ?2) ON CONFLICT (node_id) DO NOTHING",
+    [ST_NODE_TOUCH] =
+        "UPDATE nodes SET last_seen = max(last_seen, ?2), status = ?3, updated_at = ?4"
+        " WHERE node_id = ?1",
+    [ST_EVENT_ADD] = "INSERT INTO node_events (node_id, event, at) VALUES (?1, ?2, ?3)",
+    [ST_AGENT_UPSERT] =
+        "INSERT INTO agents (node_id, agent_id, type, version, status, pid, last_heartbeat,"
+        " updated_at, removed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)"
+        " ON CONFLICT (node_id, agent_id) DO UPDATE SET type = excluded.type,"
+        " version = excluded.version, status = excluded.status, pid = excluded.pid,"
+        " last_heartbeat = excluded.last_heartbeat, updated_at = excluded.updated_at, removed = 0",
+    [ST_AGENT_REMOVE_MISSING] =
+        "UPDATE agents SET status = 'removed', removed = 1, updated_at = ?3"
+        " WHERE node_id = ?1 AND removed = 0"
+        " AND agent_id NOT IN (SELECT value FROM json_each(?2))",
+    [ST_MNODE_GET] = "SELECT id FROM metric_nodes WHERE node_id = ?1",
+    [ST_MNODE_ADD] = "INSERT INTO metric_nodes (node_id) VALUES (?1)",
+    [ST_POINT_ADD] =
+        "INSERT OR IGNORE INTO metrics (node_ref, ts, type, vals) VALUES (?1, ?2, ?3, ?4)",
+    [ST_RET_NEXT_SERIES] = "SELECT id FROM metric_nodes WHERE id > ?1 ORDER BY id LIMIT 1",
+    [ST_RET_BOUNDARY] =
+        "SELECT ts FROM metrics WHERE node_ref = ?1 AND ts < ?2 ORDER BY ts LIMIT 1 OFFSET ?3",
+    [ST_RET_DELETE] = "DELETE FROM metrics WHERE node_ref = ?1 AND ts < ?2",
+    [ST_DEL_POINTS] =
+        "DELETE FROM metrics WHERE node_ref IN (SELECT id FROM metric_nodes WHERE node_id = ?1)",
+    [ST_DEL_SERIES] = "DELETE FROM metric_nodes WHERE node_id = ?1",
+    [ST_DEL_AGENTS] = "DELETE FROM agents WHERE node_id = ?1",
+    [ST_DEL_EVENTS] = "DELETE FROM node_events WHERE node_id = ?1",
+    [ST_DEL_NODE] = "DELETE FROM nodes WHERE node_id = ?1",
+};
+
+/* ---- node ref cache (writer thread only) ------------------------------------------------- */
+
+typedef struct series_slot {
+    char *key; /* node id; NULL = empty slot */
+    size_t len;
+    uint64_t hash;
+    int64_t id;
+} series_slot;
+
+typedef struct series_cache {
+    series_slot *slots;
+    size_t cap, used; /* cap is a power of two */
+} series_cache;
+
+static uint64_t hash_bytes(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static void cache_clear(series_cache *c)
+{
+    for (size_t i = 0; i < c->cap; i++) free(c->slots[i].key);
+    free(c->slots);
+    c->slots = NULL;
+    c->cap = c->used = 0;
+}
+
+static series_slot *cache_find(series_cache *c, const char *k, size_t len, uint64_t h)
+{
+    if (!c->cap) return NULL;
+    for (size_t i = h & (c->cap - 1);; i = (i + 1) & (c->cap - 1)) {
+        series_slot *s = &c->slots[i];
+        if (!s->key) return NULL;
+        if (s->hash == h && s->len == len && memcmp(s->key, k, len) == 0) return s;
+    }
+}
+
+/* Remembers k -> id. Failing to remember (no memory) is harmless: the next lookup asks SQLite. */
+static void cache_put(series_cache *c, const char *k, size_t len, uint64_t h, int64_t id)
+{
+    if (c->used >= SERIES_CACHE_MAX) cache_clear(c);
+    if ((c->used + 1) * 10 >= c->cap * 7) {
+        size_t ncap = c->cap ? c->cap * 2 : 1024;
+        series_slot *ns = calloc(ncap, sizeof *ns);
+        if (!ns) return;
+        for (size_t i = 0; i < c->cap; i++) {
+            if (!c->slots[i].key) continue;
+            size_t j = c->slots[i].hash & (ncap - 1);
+            while (ns[j].key) j = (j + 1) & (ncap - 1);
+            ns[j] = c->slots[i];
+        }
+        free(c->slots);
+        c->slots = ns;
+        c->cap = ncap;
+    }
+    char *copy = malloc(len);
+    if (!copy) return;
+    memcpy(copy, k, len);
+    size_t j = h & (c->cap - 1);
+    while (c->slots[j].key) j = (j + 1) & (c->cap - 1);
+    c->slots[j] = (series_slot){copy, len, h, id};
+    c->used++;
+}
+
+/* ---- the handle --------------------------------------------------------------------------- */
+
+typedef struct sqlstore sqlstore;
+typedef int (*write_fn)(sqlstore *s, void *arg, char *err, size_t errlen);
+
+enum { REQ_PENDING, REQ_IN_TXN, REQ_FINISHED };
+
+/* A queued write. Lives on the submitting caller's stack, which waits until done is set. */
+typedef struct wreq {
+    write_fn fn;
+    void *arg;
+    char *err;
+    size_t errlen;
+    int rc;
+    int state;
+    int done;
+    pthread_cond_t cv; /* the caller sleeps on its own, so a commit wakes only its requests */
+    struct wreq *next;
+} wreq;
+
+struct sqlstore {
+    store base;
+    char *path;
+
+    sqlite3 *wdb;
+    sqlite3_stmt *st[ST_COUNT];
+    series_cache series;
+    char *keybuf; /* scratch for series keys */
+    size_t keycap;
+
+    pthread_t writer;
+    int writer_started;
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv;
+    wreq *head, *tail;
+    int stopping;
+
+    /* Copies the WAL into the database on the other core while the writer goes on. */
+    sqlite3 *cdb;
+    pthread_t ckpt;
+    int ckpt_started, ckpt_wanted, ckpt_stopping;
+    pthread_mutex_t cmu;
+    pthread_cond_t ccv;
+
+    sqlite3 **rdb;
+    int n_readers;
+    int *free_readers; /* stack of indexes into rdb */
+    int n_free;
+    pthread_mutex_t rmu;
+    pthread_cond_t rcv;
+};
+
+static const store_driver sqlite_driver;
+
+static int db_fail(sqlite3 *db, const char *what, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "%s: %s", what, sqlite3_errmsg(db));
+    return -1;
+}
+
+/* Steps a write statement to completion and resets it. */
+static int st_run(sqlstore *s, int which, const char *what, char *err, size_t errlen)
+{
+    sqlite3_stmt *st = s->st[which];
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        db_fail(s->wdb, what, err, errlen);
+        sqlite3_reset(st);
+        return -1;
+    }
+    sqlite3_reset(st);
+    return 0;
+}
+
+static void bind_str(sqlite3_stmt *st, int i, const char *v)
+{
+    sqlite3_bind_text(st, i, v ? v : "", -1, SQLITE_STATIC);
+}
+
+/* ---- writer thread ------------------------------------------------------------------------ */
+
+static void fail_pending(wreq *batch, const char *msg)
+{
+    for (wreq *r = batch; r; r = r->next) {
+        if (r->state == REQ_FINISHED) continue;
+        snprintf(r->err, r->errlen, "%s", msg);
+        r->rc = -1;
+        r->state = REQ_FINISHED;
+    }
+}
+
+/* Runs one batch in as few transactions as possible: normally one. SQLite may roll back the
+ * whole transaction on some errors (SQLITE_FULL, SQLITE_IOERR); then the failed request is
+ * answered and the ones that had succeeded in that transaction are run again in a new one. */
+static void run_batch(sqlstore *s, wreq *batch)
+{
+    char msg[512];
+    for (;;) {
+        if (st_run(s, ST_BEGIN, "begin transaction", msg, sizeof msg) < 0) {
+            fail_pending(batch, msg);
+            return;
+        }
+        int restart = 0;
+        for (wreq *r = batch; r && !restart; r = r->next) {
+            if (r->state != REQ_PENDING) continue;
+            if (st_run(s, ST_SAVEPOINT, "savepoint", r->err, r->errlen) == 0 &&
+                r->fn(s, r->arg, r->err, r->errlen) == 0 &&
+                st_run(s, ST_RELEASE, "release savepoint", r->err, r->errlen) == 0) {
+                r->state = REQ_IN_TXN;
+                continue;
+            }
+            r->rc = -1;
+            r->state = REQ_FINISHED;
+            cache_clear(&s->series);
+            if (sqlite3_get_autocommit(s->wdb)) {
+                for (wreq *q = batch; q; q = q->next)
+                    if (q->state == REQ_IN_TXN) q->state = REQ_PENDING;
+                restart = 1;
+            } else {
+                char ignored[128];
+                st_run(s, ST_ROLLBACK_TO, "rollback to savepoint", ignored, sizeof ignored);
+                st_run(s, ST_RELEASE, "release savepoint", ignored, sizeof ignored);
+            }
+        }
+        if (restart) continue;
+        if (st_run(s, ST_COMMIT, "commit", msg, sizeof msg) < 0) {
+            if (!sqlite3_get_autocommit(s->wdb)) {
+                char ignored[128];
+                st_run(s, ST_ROLLBACK, "rollback", ignored, sizeof ignored);
+            }
+            cache_clear(&s->series);
+            for (wreq *r = batch; r; r = r->next)
+                if (r->state == REQ_IN_TXN) r->state = REQ_PENDING;
+            fail_pending(batch, msg);
+            return;
+        }
+        for (wreq *r = batch; r; r = r->next) {
+            if (r->state != REQ_IN_TXN) continue;
+            r->rc = 0;
+            r->state = REQ_FINISHED;
+        }
+        return;
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    sqlstore *s = arg;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->head && !s->stopping) pthread_cond_wait(&s->work_cv, &s->mu);
+        if (!s->head) break; /* stopping and drained */
+        wreq *batch = s->head;
+        s->head = s->tail = NULL;
+        pthread_mutex_unlock(&s->mu);
+
+        run_batch(s, batch);
+
+        pthread_mutex_lock(&s->mu);
+        for (wreq *r = batch; r;) {
+            wreq *next = r->next; /* r may be gone as soon as done is seen */
+            r->done = 1;
+            pthread_cond_signal(&r->cv);
+            r = next;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* Called by SQLite on the writer thread after each commit with the WAL's size in pages. */
+static int wal_hook(void *ctx, sqlite3 *db, const char *name, int frames)
+{
+    sqlstore *s = ctx;
+    if (frames >= WAL_FORCE_FRAMES) {
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    } else if (frames >= WAL_CKPT_FRAMES) {
+        pthread_mutex_lock(&s->cmu);
+        s->ckpt_wanted = 1;
+        pthread_cond_signal(&s->ccv);
+        pthread_mutex_unlock(&s->cmu);
+    }
+    return SQLITE_OK;
+}
+
+static void *ckpt_main(void *arg)
+{
+    sqlstore *s = arg;
+    pthread_mutex_lock(&s->cmu);
+    for (;;) {
+        while (!s->ckpt_wanted && !s->ckpt_stopping) pthread_cond_wait(&s->ccv, &s->cmu);
+        if (s->ckpt_stopping) break;
+        s->ckpt_wanted = 0;
+        pthread_mutex_unlock(&s->cmu);
+        /* PASSIVE never waits for the writer nor the readers; it copies what it can. */
+        sqlite3_wal_checkpoint_v2(s->cdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        pthread_mutex_lock(&s->cmu);
+    }
+    pthread_mutex_unlock(&s->cmu);
+    return NULL;
+}
+
+static int submit(sqlstore *s, write_fn fn, void *arg, char *err, size_t errlen)
+{
+    char local[256];
+    if (!err || !errlen) { err = local; errlen = sizeof local; }
+    err[0] = 0;
+    wreq r = {.fn = fn, .arg = arg, .err = err, .errlen = errlen, .state = REQ_PENDING};
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping) {
+        pthread_mutex_unlock(&s->mu);
+        snprintf(err, errlen, "store is closing");
+        return -1;
+    }
+    pthread_cond_init(&r.cv, NULL);
+    if (s->tail) s->tail->next = &r;
+    else s->head = &r;
+    s->tail = &r;
+    pthread_cond_signal(&s->work_cv);
+    while (!r.done) pthread_cond_wait(&r.cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    pthread_cond_destroy(&r.cv);
+    return r.rc;
+}
+
+/* ---- write requests (run on the writer thread, inside a savepoint) ------------------------ */
+
+struct node_args {
+    const store_node_in *n;
+    const char *labels_json;
+    int64_t now;
+};
+
+static int w_upsert_node(sqlstore *s, void *arg, char *err, size_t errlen)
+{
+    struct node_args *a = arg;
+    const store_node_in *n = a->n;
+    sqlite3_stmt *st = s->st[ST_NODE_UPSERT];
+    bind_str(st, 1, n->node_id);
+    bind_str(st, 2, n->hostname);
+    bind_str(st, 3, n->ip);
+    bind_str(st, 4, n->os);
+    bind_str(st, 5, n->arch);
+    bind_str(st, 6, a->labels_json);
+    bind_str(st, 7, n->daemon_version);
+    bind_str(st, 8, n->agent_version);
+    bind_str(st, 9, n->daemon_address);
+    sqlite3_bind_int64(st, 10, a->now);
+    if (st_run(s, ST_NODE_UPSERT, "register node", err, errlen) < 0) return -1;
+    st = s->st[ST_EVENT_ADD];
+    bind_str(st, 1, n->node_id);
+    bind_str(st, 2, "registered");
+    sqlite3_bind_int64(st, 3, a->now);
+    return st_run(s, ST_EVENT_ADD, "record node event", err, errlen);
+}
+
+struct placeholder_args {
+    const char *node_id;
+    int64_t now;
+    int created;
+};
+
+static int w_placeholder(sqlstore *s, void *arg, char *err, size_t errlen)
+{
+    struct placeholder_args *a = arg;
+    sqlite3_stmt *st = s->st[ST_NODE_PLACEHOLDER];
+    bind_str(st, 1, a->node_id);
+    sqlite3_bind_int64(st, 2, a->now);
+    if (st_run(s, ST_NODE_PLACEHOLDER, "add placeholder node", err, errlen) < 0) return -1;
+    a->created = sqlite3_changes(s->wdb) > 0;
+    return 0;
+}
+
+struct touch_args {
+    const store_touch *t;
+    size_t n;
+};
+
+static int w_touch(sqlstore *s, void *arg, char *err, size_t errlen)
+{
+    struct touch_args *a = arg;
+    sqlite3_stmt *st = s->st[ST_NODE_TOUCH];
+    int64_t now = (int64_t)time(NULL);
+    for (size_t i = 0; i < a->n; i++) {
+        bind_str(st, 1, a->t[i].node_id);
+        sqlite3_bind_int64(st, 2, a->t[i].last_seen);
+        bind_str(st, 3, store_node_status_name(a->t[i].status));
+        sqlite3_bind_int64(st, 4, now);
+        if (st_run(s, ST_NODE_TOUCH, "update node liveness", err, errlen) < 0) return -1;
+    }
+    return 0;
+}
+
+struct events_args {
+    const store_event_in *ev;
+    size_t n;
+};
+
+static int w_events(sqlstore *s, void *arg, char *err, size_t errlen)
+{
+    struct events_args *a = arg;
+    sqlite3_stmt *st = s->st[ST_EVENT_ADD];
+    for (size_t i = 0; i < a->n; i++) {
+        bind_str(st, 1, a->ev[i].node_id);
+        bind_str(st, 2, a->ev[i].event);
+        sqlite3_bind_int64(st, 3, a->ev[i].at);
+        if (st_run(s, ST_EVENT_ADD, "record node event", err, errlen) < 0) return -1;
+    }
+    return 0;
+}
+
+struct agents_args {
+    const char *node_id;
+    const store_agent_in *a;
+    size_t n;
+    int64_t now;
+    const char *ids_json;
+};
+
+static int w_sync_agents(sqlstore *s, void *arg, char *err, size_t errlen)
+{
+    struct agents_args *a = arg;
+    sqlite3_stmt *st = s->st[ST_AGENT_UPSERT];
+    for (size_t i = 0; i < a->n; i++) {
+        const store_agent_in *g = &a->a[i];
+        bind_str(st, 1, a->node_id);
+        bind_str(st, 2, g->agent_id);
+        bind_str(st, 3, g->type);
+        bind_str(st, 4, g->version);
+        bind_str(st, 5, g->status);
+        sqlite3_bind_int(st, 6, g->pid);
+        sqlite3_bind_int64(st, 7, g->last_heartbeat);
+        sqlite3_bind_int64(st, 8, a->now);
+        if (st_run(s, ST_AGENT_UPSERT, "store agent state", err, errlen) < 0) return -1;
+    }
+    st = s->st[ST_AGENT_REMOVE_MISSING];
+    bind_str(st, 1, a->node_id);
+    bind_str(st, 2, a->ids_json);
+    sqlite3_bind_int64(st, 3, a->now);
+    return st_run(s, ST_AGENT_REMOVE_MISSING, "mark removed agents", err, errlen);
+}
+
+/* The integer that stands for node_id in the metrics table, created on first sight. */
+static int node_ref(sqlstore *s, const char *node, int64_t *id, char *err, size_t errlen)
+{
+    size_t len = strlen(node);
+    uint64_t h = hash_bytes(node, len);
+    series_slot *hit = cache_find(&s->series, node, len, h);
+    if (hit) { *id = hit->id; return 0; }
+
+    sqlite3_stmt *st = s->st[ST_MNODE_GET];
+    bind_str(st, 1, node);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *id = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+    } else {
+        if (rc != SQLITE_DONE) {
+            db_fail(s->wdb, "store metrics", err, errlen);
+            sqlite3_reset(st);
+            return -1;
+        }
+        sqlite3_reset(st);
+        st = s->st[ST_MNODE_ADD];
+        bind_str(st, 1, node);
+        if (st_run(s, ST_MNODE_ADD, "store metrics", err, errlen) < 0) return -1;
+        *id = sqlite3_last_insert_rowid(s->wdb);
+    }
+    cache_put(&s->series, node, len, h, *id);
+    return 0;
+}
+
+/* One MetricData, encoded by the caller: vals is its JSON object, n its number of values. */
+typedef struct enc_metric {
+    const char *type;
+    int64_t ts;
+    char *vals;
+    size_t n;
+} enc_metric;
+
+struct metrics_args {
+    const char *node_id;
+    const enc_metric *m;
+    size_t n;
+    size_t inserted;
+};
+
+static int w_metrics(sqlstore *s, void *arg, char *err, size_t errlen)
+{
+    struct metrics_args *a = arg;
+    sqlite3_stmt *st = s->st[ST_POINT_ADD];
+    a->inserted = 0; /* this may be a re-run after a rolled back transaction */
+    int64_t ref;
+    if (node_ref(s, a->node_id, &ref, err, errlen) < 0) return -1;
+    for (size_t i = 0; i < a->n; i++) {
+        sqlite3_bind_int64(st, 1, ref);
+        sqlite3_bind_int64(st, 2, a->m[i].ts);
+        bind_str(st, 3, a->m[i].type);
+        bind_str(st, 4, a->m[i].vals);
+        if (st_run(s, ST_POINT_ADD, "store metrics", err, errlen) < 0) return -1;
+        if (sqlite3_changes(s->wdb) > 0) a->inserted += a->m[i].n;
+    }
+    return 0;
+}
+
+/* One retention batch: walks series in id order from after cursor, deleting points older than
+ * before until limit rows are gone. Reads only its inputs, so a re-run repeats the same work. */
+struct retention_args {
+    int64_t before;
+    int64_t limit;
+    int64_t cursor;      /* in: continue with series ids > cursor */
+    int64_t next_cursor; /* out */
+    int64_t deleted;     /* out */
+    int finished;        /* out: no series left */
+};
+
+static int w_retention(sqlstore *s, void *arg, char *err, size_t errlen)
+{
+    struct retention_args *a = arg;
+    int64_t cursor = a->cursor, got = 0;
+    a->finished = 0;
+    while (got < a->limit) {
+        sqlite3_stmt *st = s->st[ST_RET_NEXT_SERIES];
+        sqlite3_bind_int64(st, 1, cursor);
+        int rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE) { sqlite3_reset(st); a->finished = 1; break; }
+        if (rc != SQLITE_ROW) {
+            db_fail(s->wdb, "delete old metrics", err, errlen);
+            sqlite3_reset(st);
+            return -1;
+        }
+        int64_t sid = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+
+        /* If this series has more old rows than the batch may take, delete only up to the
+         * timestamp of the first row that has to stay for now. */
+        int64_t room = a->limit - got, cut = a->before;
+        int partial = 0;
+        st = s->st[ST_RET_BOUNDARY];
+        sqlite3_bind_int64(st, 1, sid);
+        sqlite3_bind_int64(st, 2, a->before);
+        sqlite3_bind_int64(st, 3, room);
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) { cut = sqlite3_column_int64(st, 0); partial = 1; }
+        else if (rc != SQLITE_DONE) {
+            db_fail(s->wdb, "delete old metrics", err, errlen);
+            sqlite3_reset(st);
+            return -1;
+        }
+        sqlite3_reset(st);
+
+        st = s->st[ST_RET_DELETE];
+        sqlite3_bind_int64(st, 1, sid);
+        sqlite3_bind_int64(st, 2, cut);
+        if (st_run(s, ST_RET_DELETE, "delete old metrics", err, errlen) < 0) return -1;
+        int changed = sqlite3_changes(s->wdb);
+        if (partial && changed == 0) {
+            /* More rows share the oldest timestamp than the batch has room for: take that
+             * timestamp whole (a few rows over the limit) rather than make no progress. */
+            sqlite3_bind_int64(st, 1, sid);
+            sqlite3_bind_int64(st, 2, cut + 1);
+            if (st_run(s, ST_RET_DELETE, "delete old metrics", err, errlen) < 0) return -1;
+            changed = sqlite3_changes(s->wdb);
+        }
+        got += changed;
+        cursor = partial ? sid - 1 : sid;
+    }
+    a->next_cursor = cursor;
+    a->deleted = got;
+    return 0;
+}
+
+struct delete_node_args {
+    const char *node_id;
+    int found;
+};
+
+static int w_delete_node(sqlstore *s, void *arg, char *err, size_t errlen)
+{
+    struct delete_node_args *a = arg;
+    static const int steps[] = {ST_DEL_POINTS, ST_DEL_SERIES, ST_DEL_AGENTS, ST_DEL_EVENTS,
+                                ST_DEL_NODE};
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        bind_str(s->st[steps[i]], 1, a->node_id);
+        if (st_run(s, steps[i], "delete node", err, errlen) < 0) return -1;
+    }
+    a->found = sqlite3_changes(s->wdb) > 0;
+    cache_clear(&s->series); /* its series ids are gone */
+    return 0;
+}
+
+/* ---- write API ---------------------------------------------------------------------------- */
+
+static sqlstore *impl(store *s)
+{
+    return (sqlstore *)s;
+}
+
+static int need_id(const char *id, char *err, size_t errlen)
+{
+    if (id && *id) return 0;
+    snprintf(err, errlen, "node_id is empty");
+    return -1;
+}
+
+static int sq_upsert_node(store *st, const store_node_in *n, int64_t now, char *err,
+                          size_t errlen)
+{
+    if (need_id(n->node_id, err, errlen) < 0) return -1;
+    json_t *obj = json_object();
+    if (!obj) { snprintf(err, errlen, "register node: out of memory"); return -1; }
+    for (size_t i = 0; i < n->n_labels; i++) {
+        const char *k = n->labels[i].key ? n->labels[i].key : "";
+        json_t *v = json_string(n->labels[i].value ? n->labels[i].value : "");
+        if (!v || json_object_set_new(obj, k, v) < 0) {
+            json_decref(obj);
+            snprintf(err, errlen, "register node: label '%.100s' is not valid UTF-8", k);
+            return -1;
+        }
+    }
+    char *labels = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(obj);
+    if (!labels) { snprintf(err, errlen, "register node: out of memory"); return -1; }
+    struct node_args a = {n, labels, now};
+    int rc = submit(impl(st), w_upsert_node, &a, err, errlen);
+    free(labels);
+    return rc;
+}
+
+static int sq_upsert_placeholder(store *st, const char *node_id, int64_t now, int *created,
+                                 char *err, size_t errlen)
+{
+    if (need_id(node_id, err, errlen) < 0) return -1;
+    struct placeholder_args a = {node_id, now, 0};
+    int rc = submit(impl(st), w_placeholder, &a, err, errlen);
+    if (created) *created = rc == 0 && a.created;
+    return rc;
+}
+
+static int sq_touch_nodes(store *st, const store_touch *t, size_t n, char *err, size_t errlen)
+{
+    if (!n) return 0;
+    struct touch_args a = {t, n};
+    return submit(impl(st), w_touch, &a, err, errlen);
+}
+
+static int sq_add_node_events(store *st, const store_event_in *ev, size_t n, char *err,
+                              size_t errlen)
+{
+    if (!n) return 0;
+    struct events_args a = {ev, n};
+    return submit(impl(st), w_events, &a, err, errlen);
+}
+
+static int sq_sync_agents(store *st, const char *node_id, const store_agent_in *ag, size_t n,
+                          int64_t now, char *err, size_t errlen)
+{
+    if (need_id(node_id, err, errlen) < 0) return -1;
+    json_t *ids = json_array();
+    if (!ids) { snprintf(err, errlen, "sync agents: out of memory"); return -1; }
+    for (size_t i = 0; i < n; i++) {
+        if (!ag[i].agent_id || !*ag[i].agent_id) {
+            json_decref(ids);
+            snprintf(err, errlen, "sync agents: agent_id is empty (state %zu)", i);
+            return -1;
+        }
+        json_t *v = json_string(ag[i].agent_id);
+        if (!v || json_array_append_new(ids, v) < 0) {
+            json_decref(ids);
+            snprintf(err, errlen, "sync agents: agent_id '%.100s' is not valid UTF-8",
+                     ag[i].agent_id);
+            return -1;
+        }
+    }
+    char *ids_json = json_dumps(ids, JSON_COMPACT);
+    json_decref(ids);
+    if (!ids_json) { snprintf(err, errlen, "sync agents: out of memory"); return -1; }
+    struct agents_args a = {node_id, ag, n, now, ids_json};
+    int rc = submit(impl(st), w_sync_agents, &a, err, errlen);
+    free(ids_json);
+    return rc;
+}
+
+/* A growing text buffer for the JSON of a report. */
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n)
+{
+    if (b->oom) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t ncap = b->cap ? b->cap : 512;
+        while (ncap < b->len + n + 1) ncap *= 2;
+        char *np = realloc(b->p, ncap);
+        if (!np) { b->oom = 1; return; }
+        b->p = np;
+        b->cap = ncap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+}
+
+static void sb_json_string(sbuf *b, const char *s)
+{
+    sb_put(b, "\"", 1);
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        char esc[8];
+        if (*c == '"' || *c == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)*c;
+            sb_put(b, esc, 2);
+        } else if (*c < 0x20) {
+            snprintf(esc, sizeof esc, "\\u%04x", *c);
+            sb_put(b, esc, 6);
+        } else {
+            sb_put(b, (const char *)c, 1);
+        }
+    }
+    sb_put(b, "\"", 1);
+}
+
+/* The shortest of %.15g..%.17g that reads back as exactly v. */
+static void sb_double(sbuf *b, double v)
+{
+    char num[40];
+    if (v == 0 && signbit(v)) { /* "-0" would read back as the integer 0 */
+        sb_put(b, "-0.0", 4);
+        return;
+    }
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(num, sizeof num, "%.*g", prec, v);
+        if (strtod(num, NULL) == v) break;
+    }
+    sb_put(b, num, strlen(num));
+}
+
+static int sq_insert_metrics(store *st, const char *node_id, const store_metric_in *m, size_t n,
+                             size_t *inserted, char *err, size_t errlen)
+{
+    if (inserted) *inserted = 0;
+    if (need_id(node_id, err, errlen) < 0) return -1;
+    if (!n) return 0;
+    /* Encode here, on the caller's thread, so the single writer only binds and steps. Values
+     * that are not finite have no JSON form (nor meaning as a measurement) and are skipped. */
+    enc_metric *enc = calloc(n, sizeof *enc);
+    size_t *offs = calloc(n, sizeof *offs);
+    sbuf b = {0};
+    size_t ne = 0;
+    if (!enc || !offs) b.oom = 1;
+    for (size_t i = 0; i < n && !b.oom; i++) {
+        size_t start = b.len, cnt = 0;
+        sb_put(&b, "{", 1);
+        for (size_t j = 0; j < m[i].n_values; j++) {
+            double v = m[i].values[j].value;
+            if (!isfinite(v)) continue;
+            if (cnt++) sb_put(&b, ",", 1);
+            sb_json_string(&b, m[i].values[j].key ? m[i].values[j].key : "");
+            sb_put(&b, ":", 1);
+            sb_double(&b, v);
+        }
+        sb_put(&b, "}", 1);
+        sb_put(&b, "", 1); /* the NUL that ends this object stays in the buffer */
+        if (!cnt) { b.len = start; continue; }
+        enc[ne] = (enc_metric){m[i].type ? m[i].type : "", m[i].ts, NULL, cnt};
+        offs[ne++] = start;
+    }
+    int rc = -1;
+    if (b.oom) {
+        snprintf(err, errlen, "store metrics: out of memory");
+    } else {
+        for (size_t i = 0; i < ne; i++) enc[i].vals = b.p + offs[i];
+        struct metrics_args a = {node_id, enc, ne, 0};
+        rc = ne ? submit(impl(st), w_metrics, &a, err, errlen) : 0;
+        if (rc == 0 && inserted) *inserted = a.inserted;
+    }
+    free(b.p);
+    free(offs);
+    free(enc);
+    return rc;
+}
+
+static int sq_delete_metrics_before(store *st, int64_t before, size_t batch_limit,
+                                    uint64_t *deleted, char *err, size_t errlen)
+{
+    uint64_t total = 0;
+    struct retention_args a = {.before = before,
+                               .limit = batch_limit ? (int64_t)batch_limit : DEFAULT_RETENTION_BATCH,
+                               .cursor = 0};
+    int rc = 0;
+    for (;;) {
+        if (submit(impl(st), w_retention, &a, err, errlen) < 0) { rc = -1; break; }
+        total += (uint64_t)a.deleted;
+        if (a.finished) break;
+        a.cursor = a.next_cursor;
+    }
+    if (deleted) *deleted = total;
+    return rc;
+}
+
+static int sq_delete_node(store *st, const char *node_id, int *found, char *err, size_t errlen)
+{
+    if (need_id(node_id, err, errlen) < 0) return -1;
+    struct delete_node_args a = {node_id, 0};
+    int rc = submit(impl(st), w_delete_node, &a, err, errlen);
+    if (found) *found = rc == 0 && a.found;
+    return rc;
+}
+
+/* ---- reads -------------------------------------------------------------------------------- */
+
+static sqlite3 *reader_get(sqlstore *s, int *idx)
+{
+    pthread_mutex_lock(&s->rmu);
+    while (!s->n_free) pthread_cond_wait(&s->rcv, &s->rmu);
+    *idx = s->free_readers[--s->n_free];
+    pthread_mutex_unlock(&s->rmu);
+    return s->rdb[*idx];
+}
+
+static void reader_put(sqlstore *s, int idx)
+{
+    pthread_mutex_lock(&s->rmu);
+    s->free_readers[s->n_free++] = idx;
+    pthread_cond_signal(&s->rcv);
+    pthread_mutex_unlock(&s->rmu);
+}
+
+/* A read in progress: one statement on a borrowed connection. */
+typedef struct rd {
+    sqlstore *s;
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    int idx;
+    int oom;
+} rd;
+
+static int rd_begin(rd *r, sqlstore *s, const char *sql, const char *what, char *err,
+                    size_t errlen)
+{
+    r->s = s;
+    r->oom = 0;
+    r->st = NULL;
+    r->db = reader_get(s, &r->idx);
+    if (sqlite3_prepare_v2(r->db, sql, -1, &r->st, NULL) != SQLITE_OK) {
+        db_fail(r->db, what, err, errlen);
+        reader_put(s, r->idx);
+        return -1;
+    }
+    return 0;
+}
+
+/* Finishes the read; rc is the last sqlite3_step() result. Returns 0 or -1 with err. */
+static int rd_end(rd *r, int rc, const char *what, char *err, size_t errlen)
+{
+    int ret = 0;
+    if (r->oom) {
+        snprintf(err, errlen, "%s: out of memory", what);
+        ret = -1;
+    } else if (rc != SQLITE_DONE) {
+        db_fail(r->db, what, err, errlen);
+        ret = -1;
+    }
+    sqlite3_finalize(r->st);
+    reader_put(r->s, r->idx);
+    return ret;
+}
+
+static char *col_str(rd *r, int i)
+{
+    const unsigned char *t = sqlite3_column_text(r->st, i);
+    char *c = strdup(t ? (const char *)t : "");
+    if (!c) r->oom = 1;
+    return c;
+}
+
+/* Grows *items (of size sz) to hold n + 1. Returns 0 or -1 (r->oom set). */
+static int grow(rd *r, void **items, size_t n, size_t *cap, size_t sz)
+{
+    if (n < *cap) return 0;
+    size_t ncap = *cap ? *cap * 2 : 16;
+    void *ni = realloc(*items, ncap * sz);
+    if (!ni) { r->oom = 1; return -1; }
+    *items = ni;
+    *cap = ncap;
+    return 0;
+}
+
+static int label_cmp(const void *a, const void *b)
+{
+    return strcmp(((const store_label *)a)->key, ((const store_label *)b)->key);
+}
+
+static void parse_labels(rd *r, const char *text, store_node *n)
+{
+    json_t *obj = json_loads(text ? text : "{}", 0, NULL);
+    if (!json_is_object(obj)) { json_decref(obj); return; }
+    size_t cnt = json_object_size(obj);
+    if (cnt) {
+        n->labels = calloc(cnt, sizeof *n->labels);
+        if (!n->labels) { r->oom = 1; json_decref(obj); return; }
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v) {
+        store_label *l = &n->labels[n->n_labels++];
+        l->key = strdup(k);
+        l->value = strdup(json_is_string(v) ? json_string_value(v) : "");
+        if (!l->key || !l->value) r->oom = 1;
+    }
+    json_decref(obj);
+    if (!r->oom) qsort(n->labels, n->n_labels, sizeof *n->labels, label_cmp);
+}
+
+#define NODE_COLS                                                                             \
+    "node_id, hostname, ip, os, arch, labels, daemon_version, agent_version, daemon_address,"   \
+    " status, registered_at, last_seen, updated_at"
+
+static void read_node(rd *r, store_node *n)
+{
+    memset(n, 0, sizeof *n);
+    n->node_id = col_str(r, 0);
+    n->hostname = col_str(r, 1);
+    n->ip = col_str(r, 2);
+    n->os = col_str(r, 3);
+    n->arch = col_str(r, 4);
+    parse_labels(r, (const char *)sqlite3_column_text(r->st, 5), n);
+    n->daemon_version = col_str(r, 6);
+    n->agent_version = col_str(r, 7);
+    n->daemon_address = col_str(r, 8);
+    const unsigned char *status = sqlite3_column_text(r->st, 9);
+    n->status = status && strcmp((const char *)status, "online") == 0 ? STORE_NODE_ONLINE
+                                                                       : STORE_NODE_OFFLINE;
+    n->registered_at = sqlite3_column_int64(r->st, 10);
+    n->last_seen = sqlite3_column_int64(r->st, 11);
+    n->updated_at = sqlite3_column_int64(r->st, 12);
+}
+
+static int sq_list_nodes(store *st, const store_node_filter *f, store_node_list *out, char *err,
+                         size_t errlen)
+{
+    static const char *what = "list nodes";
+    out->items = NULL;
+    out->n = 0;
+    rd r;
+    if (rd_begin(&r, impl(st),
+                 "SELECT " NODE_COLS " FROM nodes"
+                 " WHERE (?1 IS NULL OR status = ?1)"
+                 " AND (?2 IS NULL OR EXISTS (SELECT 1 FROM json_each(nodes.labels) j"
+                 "   WHERE j.key = ?2 AND j.value = ?3))"
+                 " ORDER BY node_id",
+                 what, err, errlen) < 0)
+        return -1;
+    if (f && f->status != STORE_NODE_ANY)
+        sqlite3_bind_text(r.st, 1, store_node_status_name(f->status), -1, SQLITE_STATIC);
+    if (f && f->label_key) {
+        sqlite3_bind_text(r.st, 2, f->label_key, -1, SQLITE_STATIC);
+        bind_str(r.st, 3, f->label_value);
+    }
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
+        if (grow(&r, (void **)&out->items, out->n, &cap, sizeof *out->items) < 0) break;
+        read_node(&r, &out->items[out->n++]);
+        if (r.oom) break;
+    }
+    if (rd_end(&r, rc, what, err, errlen) < 0) {
+        store_node_list_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+static int sq_get_node(store *st, const char *node_id, store_node *out, char *err, size_t errlen)
+{
+    static const char *what = "get node";
+    memset(out, 0, sizeof *out);
+    rd r;
+    if (rd_begin(&r, impl(st), "SELECT " NODE_COLS " FROM nodes WHERE node_id = ?1", what, err,
+                 errlen) < 0)
+        return STORE_ERROR;
+    bind_str(r.st, 1, node_id);
+    int rc = sqlite3_step(r.st), found = 0;
+    if (rc == SQLITE_ROW) {
+        read_node(&r, out);
+        found = 1;
+        rc = SQLITE_DONE;
+    }
+    if (rd_end(&r, rc, what, err, errlen) < 0) {
+        store_node_free(out);
+        return STORE_ERROR;
+    }
+    return found ? STORE_OK : STORE_NOT_FOUND;
+}
+
+static int sq_list_agents(store *st, const char *node_id, int include_removed,
+                          store_agent_list *out, char *err, size_t errlen)
+{
+    static const char *what = "list agents";
+    out->items = NULL;
+    out->n = 0;
+    rd r;
+    if (rd_begin(&r, impl(st),
+                 "SELECT agent_id, type, version, status, pid, last_heartbeat, updated_at, removed"
+                 " FROM agents WHERE node_id = ?1 AND (?2 OR removed = 0) ORDER BY agent_id",
+                 what, err, errlen) < 0)
+        return -1;
+    bind_str(r.st, 1, node_id);
+    sqlite3_bind_int(r.st, 2, include_removed ? 1 : 0);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
+        if (grow(&r, (void **)&out->items, out->n, &cap, sizeof *out->items) < 0) break;
+        store_agent *a = &out->items[out->n++];
+        a->agent_id = col_str(&r, 0);
+        a->type = col_str(&r, 1);
+        a->version = col_str(&r, 2);
+        a->status = col_str(&r, 3);
+        a->pid = sqlite3_column_int(r.st, 4);
+        a->last_heartbeat = sqlite3_column_int64(r.st, 5);
+        a->updated_at = sqlite3_column_int64(r.st, 6);
+        a->removed = sqlite3_column_int(r.st, 7);
+        if (r.oom) break;
+    }
+    if (rd_end(&r, rc, what, err, errlen) < 0) {
+        store_agent_list_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+static int sq_list_node_events(store *st, const char *node_id, int64_t from, int64_t to,
+                               store_event_list *out, char *err, size_t errlen)
+{
+    static const char *what = "list node events";
+    out->items = NULL;
+    out->n = 0;
+    rd r;
+    if (rd_begin(&r, impl(st),
+                 "SELECT node_id, event, at FROM node_events"
+                 " WHERE node_id = ?1 AND at BETWEEN ?2 AND ?3 ORDER BY at, id",
+                 what, err, errlen) < 0)
+        return -1;
+    bind_str(r.st, 1, node_id);
+    sqlite3_bind_int64(r.st, 2, from);
+    sqlite3_bind_int64(r.st, 3, to);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
+        if (grow(&r, (void **)&out->items, out->n, &cap, sizeof *out->items) < 0) break;
+        store_event *e = &out->items[out->n++];
+        e->node_id = col_str(&r, 0);
+        e->event = col_str(&r, 1);
+        e->at = sqlite3_column_int64(r.st, 2);
+        if (r.oom) break;
+    }
+    if (rd_end(&r, rc, what, err, errlen) < 0) {
+        store_event_list_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+static int sq_query_metrics(store *st, const char *node_id, const char *type, int64_t from,
+                            int64_t to, size_t limit, store_point_list *out, char *err,
+                            size_t errlen)
+{
+    static const char *what = "query metrics";
+    out->items = NULL;
+    out->n = 0;
+    rd r;
+    if (rd_begin(&r, impl(st),
+                 "SELECT m.ts, j.key, j.value FROM metrics m, json_each(m.vals) j"
+                 " WHERE m.node_ref = (SELECT id FROM metric_nodes WHERE node_id = ?1)"
+                 " AND m.type = ?2 AND m.ts BETWEEN ?3 AND ?4"
+                 " ORDER BY m.ts, j.key LIMIT ?5",
+                 what, err, errlen) < 0)
+        return -1;
+    bind_str(r.st, 1, node_id);
+    bind_str(r.st, 2, type);
+    sqlite3_bind_int64(r.st, 3, from);
+    sqlite3_bind_int64(r.st, 4, to);
+    sqlite3_bind_int64(r.st, 5, limit ? (int64_t)limit : -1);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
+        if (grow(&r, (void **)&out->items, out->n, &cap, sizeof *out->items) < 0) break;
+        store_point *p = &out->items[out->n++];
+        p->ts = sqlite3_column_int64(r.st, 0);
+        p->key = col_str(&r, 1);
+        p->value = sqlite3_column_double(r.st, 2);
+        if (r.oom) break;
+    }
+    if (rd_end(&r, rc, what, err, errlen) < 0) {
+        store_point_list_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+static int sq_metric_stats(store *st, const char *node_id, const char *type, int64_t from,
+                           int64_t to, store_stat_list *out, char *err, size_t errlen)
+{
+    static const char *what = "metric statistics";
+    out->items = NULL;
+    out->n = 0;
+    rd r;
+    if (rd_begin(&r, impl(st),
+                 "SELECT j.key, m.ts, j.value FROM metrics m, json_each(m.vals) j"
+                 " WHERE m.node_ref = (SELECT id FROM metric_nodes WHERE node_id = ?1)"
+                 " AND m.type = ?2 AND m.ts BETWEEN ?3 AND ?4"
+                 " ORDER BY j.key, m.ts",
+                 what, err, errlen) < 0)
+        return -1;
+    bind_str(r.st, 1, node_id);
+    bind_str(r.st, 2, type);
+    sqlite3_bind_int64(r.st, 3, from);
+    sqlite3_bind_int64(r.st, 4, to);
+    size_t cap = 0;
+    double sum = 0;
+    int rc;
+    /* Rows come by key then time: one store_stat per run of a key, its last row the latest. */
+    while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
+        const char *key = (const char *)sqlite3_column_text(r.st, 0);
+        int64_t ts = sqlite3_column_int64(r.st, 1);
+        double v = sqlite3_column_double(r.st, 2);
+        store_stat *x = out->n ? &out->items[out->n - 1] : NULL;
+        if (!x || strcmp(x->key, key ? key : "") != 0) {
+            if (x) x->avg = sum / (double)x->count;
+            if (grow(&r, (void **)&out->items, out->n, &cap, sizeof *out->items) < 0) break;
+            x = &out->items[out->n++];
+            memset(x, 0, sizeof *x);
+            x->key = col_str(&r, 0);
+            if (r.oom) break;
+            x->min = x->max = v;
+            sum = 0;
+        }
+        if (v < x->min) x->min = v;
+        if (v > x->max) x->max = v;
+        sum += v;
+        x->count++;
+        x->latest = v;
+        x->latest_ts = ts;
+    }
+    if (out->n && !r.oom) out->items[out->n - 1].avg = sum / (double)out->items[out->n - 1].count;
+    if (rd_end(&r, rc, what, err, errlen) < 0) {
+        store_stat_list_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- open / close ------------------------------------------------------------------------- */
+
+static int exec(sqlite3 *db, const char *sql, const char *what, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK) return 0;
+    snprintf(err, errlen, "%s: %s", what, msg ? msg : sqlite3_errmsg(db));
+    sqlite3_free(msg);
+    return -1;
+}
+
+static int pragma_int(sqlite3 *db, const char *sql, int64_t *out)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) return -1;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) *out = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : -1;
+}
+
+static int migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
+{
+    if (exec(db, "BEGIN IMMEDIATE", "migrate schema", err, errlen) < 0) return -1;
+    int64_t version = 0;
+    if (exec(db, "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)",
+             "migrate schema", err, errlen) < 0)
+        goto fail;
+    if (pragma_int(db, "SELECT max(version) FROM schema_version", &version) < 0) version = 0;
+    if (version > SCHEMA_VERSION) {
+        snprintf(err, errlen,
+                 "%s: database schema version %lld is newer than this program's (%d): "
+                 "use a newer ops-manager",
+                 path, (long long)version, SCHEMA_VERSION);
+        goto fail;
+    }
+    for (int v = (int)version; v < SCHEMA_VERSION; v++) {
+        char what[64];
+        snprintf(what, sizeof what, "migrate schema to version %d", v + 1);
+        if (exec(db, migrations[v], what, err, errlen) < 0) goto fail;
+    }
+    if (version < SCHEMA_VERSION) {
+        char sql[96];
+        snprintf(sql, sizeof sql, "DELETE FROM schema_version; INSERT INTO schema_version VALUES (%d)",
+                 SCHEMA_VERSION);
+        if (exec(db, sql, "migrate schema", err, errlen) < 0) goto fail;
+    }
+    return exec(db, "COMMIT", "migrate schema", err, errlen);
+fail:
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
+static void sq_close(store *st)
+{
+    sqlstore *s = impl(st);
+    if (s->writer_started) {
+        pthread_mutex_lock(&s->mu);
+        s->stopping = 1;
+        pthread_cond_signal(&s->work_cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->writer, NULL);
+    }
+    if (s->ckpt_started) {
+        pthread_mutex_lock(&s->cmu);
+        s->ckpt_stopping = 1;
+        pthread_cond_signal(&s->ccv);
+        pthread_mutex_unlock(&s->cmu);
+        pthread_join(s->ckpt, NULL);
+    }
+    if (s->cdb) sqlite3_close(s->cdb);
+    for (int i = 0; i < s->n_readers; i++) sqlite3_close(s->rdb[i]);
+    free(s->rdb);
+    free(s->free_readers);
+    for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(s->st[i]);
+    /* The last connection to close checkpoints the WAL into the database file. */
+    if (s->wdb) sqlite3_close(s->wdb);
+    cache_clear(&s->series);
+    free(s->keybuf);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->work_cv);
+    pthread_mutex_destroy(&s->cmu);
+    pthread_cond_destroy(&s->ccv);
+    pthread_mutex_destroy(&s->rmu);
+    pthread_cond_destroy(&s->rcv);
+    free(s->path);
+    free(s);
+}
+
+static int open_writer(sqlstore *s, const store_config *cfg, char *err, size_t errlen)
+{
+    if (sqlite3_open_v2(s->path, &s->wdb,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "%s: cannot open database: %s", s->path,
+                 s->wdb ? sqlite3_errmsg(s->wdb) : "out of memory");
+        return -1;
+    }
+    sqlite3_extended_result_codes(s->wdb, 0);
+    sqlite3_busy_timeout(s->wdb, BUSY_TIMEOUT_MS);
+    char what[600];
+    snprintf(what, sizeof what, "%s: set up database", s->path);
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->wdb, "PRAGMA journal_mode=WAL", -1, &st, NULL) != SQLITE_OK)
+        return db_fail(s->wdb, what, err, errlen);
+    int rc = sqlite3_step(st);
+    const unsigned char *mode = rc == SQLITE_ROW ? sqlite3_column_text(st, 0) : NULL;
+    int wal = mode && strcmp((const char *)mode, "wal") == 0;
+    if (!wal) {
+        if (rc == SQLITE_ROW) snprintf(err, errlen, "%s: database cannot use WAL mode", s->path);
+        else db_fail(s->wdb, what, err, errlen);
+        sqlite3_finalize(st);
+        return -1;
+    }
+    sqlite3_finalize(st);
+    /* NORMAL in WAL mode syncs at checkpoints only: a commit is in the WAL file (the OS's
+     * page cache) before it is acknowledged, which a killed process cannot lose. */
+    if (exec(s->wdb,
+             "PRAGMA synchronous=NORMAL; PRAGMA cache_size=-32768; PRAGMA temp_store=MEMORY;"
+             " PRAGMA journal_size_limit=67108864;",
+             what, err, errlen) < 0)
+        return -1;
+    if (cfg->max_size_bytes) {
+        int64_t page = 4096;
+        pragma_int(s->wdb, "PRAGMA page_size", &page);
+        char sql[80];
+        uint64_t pages = cfg->max_size_bytes / (uint64_t)(page > 0 ? page : 4096);
+        snprintf(sql, sizeof sql, "PRAGMA max_page_count=%llu",
+                 (unsigned long long)(pages ? pages : 1));
+        if (exec(s->wdb, sql, what, err, errlen) < 0) return -1;
+    }
+    if (migrate(s->wdb, s->path, err, errlen) < 0) return -1;
+    /* Replaces SQLite's own auto-checkpoint, which would run on the writer thread. */
+    sqlite3_wal_hook(s->wdb, wal_hook, s);
+    for (int i = 0; i < ST_COUNT; i++) {
+        if (sqlite3_prepare_v3(s->wdb, writer_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
+                               NULL) != SQLITE_OK)
+            return db_fail(s->wdb, what, err, errlen);
+    }
+    return 0;
+}
+
+static store *sq_open(const store_config *cfg, char *err, size_t errlen)
+{
+    if (!cfg->dsn || !*cfg->dsn) {
+        snprintf(err, errlen, "database.dsn is empty (expected the path of the SQLite file)");
+        return NULL;
+    }
+    sqlstore *s = calloc(1, sizeof *s);
+    if (!s) { snprintf(err, errlen, "out of memory"); return NULL; }
+    s->base.drv = &sqlite_driver;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->work_cv, NULL);
+    pthread_mutex_init(&s->cmu, NULL);
+    pthread_cond_init(&s->ccv, NULL);
+    pthread_mutex_init(&s->rmu, NULL);
+    pthread_cond_init(&s->rcv, NULL);
+    s->path = strdup(cfg->dsn);
+    if (!s->path) { snprintf(err, errlen, "out of memory"); goto fail; }
+    if (open_writer(s, cfg, err, errlen) < 0) goto fail;
+
+    int n = cfg->readers > 0 ? cfg->readers : DEFAULT_READERS;
+    s->rdb = calloc((size_t)n, sizeof *s->rdb);
+    s->free_readers = calloc((size_t)n, sizeof *s->free_readers);
+    if (!s->rdb || !s->free_readers) { snprintf(err, errlen, "out of memory"); goto fail; }
+    for (int i = 0; i < n; i++) {
+        sqlite3 *db = NULL;
+        int rc = sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+        s->rdb[s->n_readers++] = db;
+        if (rc != SQLITE_OK) {
+            snprintf(err, errlen, "%s: cannot open reader: %s", s->path,
+                     db ? sqlite3_errmsg(db) : "out of memory");
+            goto fail;
+        }
+        sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+        s->free_readers[s->n_free++] = i;
+    }
+    int perr = pthread_create(&s->writer, NULL, writer_main, s);
+    if (perr != 0) {
+        snprintf(err, errlen, "cannot start the store writer thread: %s", strerror(perr));
+        goto fail;
+    }
+    s->writer_started = 1;
+    if (sqlite3_open_v2(s->path, &s->cdb, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        snprintf(err, errlen, "%s: cannot open checkpoint connection: %s", s->path,
+                 s->cdb ? sqlite3_errmsg(s->cdb) : "out of memory");
+        goto fail;
+    }
+    perr = pthread_create(&s->ckpt, NULL, ckpt_main, s);
+    if (perr != 0) {
+        snprintf(err, errlen, "cannot start the store checkpoint thread: %s", strerror(perr));
+        goto fail;
+    }
+    s->ckpt_started = 1;
+    return &s->base;
+fail:
+    sq_close(&s->base);
+    return NULL;
+}
+
+store *store_sqlite_open(const store_config *cfg, char *err, size_t errlen)
+{
+    return sq_open(cfg, err, errlen);
+}
+
+static const store_driver sqlite_driver = {
+    .name = "sqlite",
+    .close = sq_close,
+    .upsert_node = sq_upsert_node,
+    .upsert_placeholder = sq_upsert_placeholder,
+    .touch_nodes = sq_touch_nodes,
+    .add_node_events = sq_add_node_events,
+    .sync_agents = sq_sync_agents,
+    .insert_metrics = sq_insert_metrics,
+    .delete_metrics_before = sq_delete_metrics_before,
+    .delete_node = sq_delete_node,
+    .list_nodes = sq_list_nodes,
+    .get_node = sq_get_node,
+    .list_agents = sq_list_agents,
+    .list_node_events = sq_list_node_events,
+    .query_metrics = sq_query_metrics,
+    .metric_stats = sq_metric_stats,
+};
