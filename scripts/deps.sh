@@ -15,7 +15,7 @@ PKGS=(
   uuid-dev libssl-dev openssl                          # node ids, TLS certificates, signatures
   libcmocka-dev                                        # unit tests
   nodejs npm                                           # grpc-js interop peers in the tests
-  nghttp2-client procps iproute2 curl                  # h2load benchmark, process tools, HTTP checks
+  nghttp2-client procps iproute2 curl jq               # h2load benchmark, process tools, HTTP/JSON checks in test scripts
 )
 
 missing=()

@@ -1,0 +1,279 @@
+/* mservice: ManagerService and SyncAgentStates. Malformed requests get INVALID_ARGUMENT naming
+ * the field; business failures (store errors, an unknown node) come back as success=false with
+ * the reason, as the original does, and nothing of a rejected request is stored. */
+#include "manager/mservice.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "daemon.pb-c.h"
+#include "manager.pb-c.h"
+
+#define NOT_REGISTERED "node not registered"
+
+struct mservice {
+    rpc_server *srv;
+    store *st;
+    liveness *live;
+    int auto_register;
+    int64_t hb_s, metrics_s;
+    rpc_method methods[12];
+};
+
+/* proto3 strings must be UTF-8; protobuf-c does not check, so we do. */
+static int utf8_ok(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        if (*p < 0x80) { p++; continue; }
+        int n;
+        unsigned cp;
+        if ((*p & 0xE0) == 0xC0) { n = 1; cp = *p & 0x1F; }
+        else if ((*p & 0xF0) == 0xE0) { n = 2; cp = *p & 0x0F; }
+        else if ((*p & 0xF8) == 0xF0) { n = 3; cp = *p & 0x07; }
+        else return 0;
+        p++;
+        for (int i = 0; i < n; i++, p++) {
+            if ((*p & 0xC0) != 0x80) return 0;
+            cp = (cp << 6) | (*p & 0x3F);
+        }
+        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+    }
+    return 1;
+}
+
+#define CHECK_UTF8(c, field, value) \
+    do { if (!utf8_ok(value)) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "%s is not valid UTF-8", field); } while (0)
+
+static int64_t now_ms(mservice *m) { return liveness_now(m->live); }
+
+static int register_node(rpc_ctx *c, const void *reqv, void *respv, void *user)
+{
+    mservice *m = user;
+    const Manager__RegisterNodeRequest *req = reqv;
+    Manager__RegisterNodeResponse *resp = respv;
+    if (!req->node_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "node_id is required");
+    if (!req->hostname[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "hostname is required");
+    CHECK_UTF8(c, "node_id", req->node_id);
+    CHECK_UTF8(c, "hostname", req->hostname);
+    CHECK_UTF8(c, "ip", req->ip);
+    CHECK_UTF8(c, "os", req->os);
+    CHECK_UTF8(c, "arch", req->arch);
+    CHECK_UTF8(c, "daemon_version", req->daemon_version);
+    CHECK_UTF8(c, "agent_version", req->agent_version);
+    CHECK_UTF8(c, "daemon_address", req->daemon_address);
+    if (req->n_labels > MSVC_MAX_LABELS)
+        return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "labels: %zu labels, at most %d allowed", req->n_labels, MSVC_MAX_LABELS);
+    store_kv *kv = rpc_ctx_alloc(c, (req->n_labels ? req->n_labels : 1) * sizeof *kv);
+    for (size_t i = 0; i < req->n_labels; i++) {
+        const char *k = req->labels[i]->key, *v = req->labels[i]->value;
+        if (!k[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "labels: empty key");
+        if (strlen(k) > MSVC_MAX_LABEL_BYTES || strlen(v) > MSVC_MAX_LABEL_BYTES)
+            return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "labels[%s]: keys and values are at most %d bytes", utf8_ok(k) ? k : "?",
+                                  MSVC_MAX_LABEL_BYTES);
+        if (!utf8_ok(k) || !utf8_ok(v)) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "labels: key or value is not valid UTF-8");
+        kv[i] = (store_kv){k, v};
+    }
+    store_node_in n = {.node_id = req->node_id, .hostname = req->hostname, .ip = req->ip, .os = req->os, .arch = req->arch,
+                       .labels = kv, .n_labels = req->n_labels, .daemon_version = req->daemon_version,
+                       .agent_version = req->agent_version, .daemon_address = req->daemon_address};
+    char err[512];
+    int64_t now = now_ms(m);
+    if (store_upsert_node(m->st, &n, now / 1000, err, sizeof err) != 0) {
+        log_error("node.register_failed", "node=%s error=\"%s\" trace_id=%s", req->node_id, err, rpc_ctx_trace_id(c));
+        resp->success = 0;
+        resp->message = rpc_ctx_sprintf(c, "cannot store the node: %s", err);
+        return RPC_OK;
+    }
+    liveness_register(m->live, req->node_id, now);
+    log_info("node.registered", "node=%s hostname=%s ip=%s address=%s labels=%zu trace_id=%s", req->node_id, req->hostname, req->ip,
+             req->daemon_address, req->n_labels, rpc_ctx_trace_id(c));
+    resp->success = 1;
+    resp->message = rpc_ctx_strdup(c, "registered");
+    resp->heartbeat_interval_seconds = m->hb_s;
+    resp->metrics_interval_seconds = m->metrics_s;
+    return RPC_OK;
+}
+
+static int heartbeat(rpc_ctx *c, const void *reqv, void *respv, void *user)
+{
+    mservice *m = user;
+    const Manager__HeartbeatRequest *req = reqv;
+    Manager__HeartbeatResponse *resp = respv;
+    if (!req->node_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "node_id is required");
+    int64_t now = now_ms(m);
+    if (liveness_heartbeat(m->live, req->node_id, now)) {
+        resp->success = 1;
+        resp->message = rpc_ctx_strdup(c, "ok");
+        return RPC_OK;
+    }
+    if (!m->auto_register) {
+        resp->success = 0;
+        resp->message = rpc_ctx_strdup(c, NOT_REGISTERED);
+        return RPC_OK;
+    }
+    /* As the original does: an unknown node that heartbeats gets a placeholder row. */
+    CHECK_UTF8(c, "node_id", req->node_id);
+    char err[512];
+    int created = 0;
+    if (store_upsert_placeholder(m->st, req->node_id, now / 1000, &created, err, sizeof err) != 0) {
+        resp->success = 0;
+        resp->message = rpc_ctx_sprintf(c, "cannot store the node: %s", err);
+        return RPC_OK;
+    }
+    liveness_register(m->live, req->node_id, now);
+    if (created) log_info("node.placeholder", "node=%s trace_id=%s msg=\"unknown node heartbeated; placeholder created\"", req->node_id, rpc_ctx_trace_id(c));
+    resp->success = 1;
+    resp->message = rpc_ctx_strdup(c, "ok");
+    return RPC_OK;
+}
+
+static int report_metrics(rpc_ctx *c, const void *reqv, void *respv, void *user)
+{
+    mservice *m = user;
+    const Manager__ReportMetricsRequest *req = reqv;
+    Manager__ReportMetricsResponse *resp = respv;
+    if (!req->node_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "node_id is required");
+    int64_t now_s = now_ms(m) / 1000;
+    size_t nv = 0;
+    for (size_t i = 0; i < req->n_metrics; i++) {
+        const Manager__MetricData *d = req->metrics[i];
+        if (!d->type[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "metrics[%zu].type is required", i);
+        if (!utf8_ok(d->type)) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "metrics[%zu].type is not valid UTF-8", i);
+        if (d->timestamp <= 0) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "metrics[%zu].timestamp is required", i);
+        if (d->timestamp > now_s + MSVC_MAX_FUTURE_S)
+            return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "metrics[%zu].timestamp %lld is more than 24h in the future", i, (long long)d->timestamp);
+        for (size_t k = 0; k < d->n_values; k++) {
+            if (!isfinite(d->values[k]->value))
+                return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "metrics[%zu].values[%s] is not a finite number", i,
+                                      utf8_ok(d->values[k]->key) ? d->values[k]->key : "?");
+            if (!d->values[k]->key[0] || !utf8_ok(d->values[k]->key))
+                return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "metrics[%zu].values has an empty or invalid key", i);
+        }
+        nv += d->n_values;
+    }
+    if (!liveness_get(m->live, req->node_id, NULL, NULL)) {
+        resp->success = 0;
+        resp->message = rpc_ctx_strdup(c, NOT_REGISTERED);
+        return RPC_OK;
+    }
+    store_metric_in *in = rpc_ctx_alloc(c, (req->n_metrics ? req->n_metrics : 1) * sizeof *in);
+    store_metric_value *vals = rpc_ctx_alloc(c, (nv ? nv : 1) * sizeof *vals);
+    size_t o = 0;
+    for (size_t i = 0; i < req->n_metrics; i++) {
+        const Manager__MetricData *d = req->metrics[i];
+        in[i] = (store_metric_in){.type = d->type, .ts = d->timestamp, .values = vals + o, .n_values = d->n_values};
+        for (size_t k = 0; k < d->n_values; k++) vals[o++] = (store_metric_value){d->values[k]->key, d->values[k]->value};
+    }
+    char err[512];
+    size_t inserted = 0;
+    if (store_insert_metrics(m->st, req->node_id, in, req->n_metrics, &inserted, err, sizeof err) != 0) {
+        log_error("metrics.store_failed", "node=%s values=%zu error=\"%s\" trace_id=%s", req->node_id, nv, err, rpc_ctx_trace_id(c));
+        resp->success = 0;
+        resp->message = rpc_ctx_sprintf(c, "cannot store the metrics: %s", err);
+        return RPC_OK;
+    }
+    log_debug("metrics.stored", "node=%s values=%zu new=%zu trace_id=%s", req->node_id, nv, inserted, rpc_ctx_trace_id(c));
+    resp->success = 1;
+    resp->message = rpc_ctx_sprintf(c, "stored %zu values", inserted);
+    return RPC_OK;
+}
+
+static int sync_agents(rpc_ctx *c, const void *reqv, void *respv, void *user)
+{
+    mservice *m = user;
+    const Proto__SyncAgentStatesRequest *req = reqv;
+    Proto__SyncAgentStatesResponse *resp = respv;
+    if (!req->node_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "node_id is required");
+    store_agent_in *a = rpc_ctx_alloc(c, (req->n_states ? req->n_states : 1) * sizeof *a);
+    for (size_t i = 0; i < req->n_states; i++) {
+        const Proto__AgentState *s = req->states[i];
+        if (!s->agent_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "states[%zu].agent_id is required", i);
+        if (!utf8_ok(s->agent_id) || !utf8_ok(s->status) || !utf8_ok(s->type) || !utf8_ok(s->version))
+            return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "states[%zu] has a string that is not valid UTF-8", i);
+        a[i] = (store_agent_in){.agent_id = s->agent_id, .type = s->type, .version = s->version, .status = s->status,
+                                .pid = s->pid, .last_heartbeat = s->last_heartbeat};
+    }
+    if (!liveness_get(m->live, req->node_id, NULL, NULL)) {
+        resp->success = 0;
+        resp->message = rpc_ctx_strdup(c, NOT_REGISTERED);
+        return RPC_OK;
+    }
+    char err[512];
+    if (store_sync_agents(m->st, req->node_id, a, req->n_states, now_ms(m) / 1000, err, sizeof err) != 0) {
+        log_error("agents.sync_failed", "node=%s error=\"%s\" trace_id=%s", req->node_id, err, rpc_ctx_trace_id(c));
+        resp->success = 0;
+        resp->message = rpc_ctx_sprintf(c, "cannot store the agent states: %s", err);
+        return RPC_OK;
+    }
+    log_info("agents.synced", "node=%s agents=%zu trace_id=%s", req->node_id, req->n_states, rpc_ctx_trace_id(c));
+    resp->success = 1;
+    resp->message = rpc_ctx_strdup(c, "ok");
+    return RPC_OK;
+}
+
+static int not_here(rpc_ctx *c, const void *reqv, void *respv, void *user)
+{
+    (void)reqv; (void)respv; (void)user;
+    return rpc_ctx_errorf(c, RPC_UNIMPLEMENTED, "%s is served by ops-daemon, not by the manager", rpc_ctx_method(c));
+}
+
+mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen)
+{
+    mservice *m = calloc(1, sizeof *m);
+    if (!m) { snprintf(err, errlen, "out of memory"); return NULL; }
+    m->st = o->store;
+    m->live = o->live;
+    m->auto_register = o->auto_register;
+    m->hb_s = o->heartbeat_interval_s;
+    m->metrics_s = o->metrics_interval_s;
+    /* Writes wait for a group commit; they run on threads of their own (RPC_METHOD_SLOW) so
+     * that many can share one commit while the workers keep answering heartbeats. */
+    rpc_method t[] = {
+        {"/manager.ManagerService/RegisterNode", &manager__register_node_request__descriptor, &manager__register_node_response__descriptor, register_node, NULL, m, RPC_METHOD_SLOW},
+        {"/manager.ManagerService/Heartbeat", &manager__heartbeat_request__descriptor, &manager__heartbeat_response__descriptor, heartbeat, NULL, m, 0},
+        {"/manager.ManagerService/ReportMetrics", &manager__report_metrics_request__descriptor, &manager__report_metrics_response__descriptor, report_metrics, NULL, m, RPC_METHOD_SLOW},
+        {"/proto.DaemonService/SyncAgentStates", &proto__sync_agent_states_request__descriptor, &proto__sync_agent_states_response__descriptor, sync_agents, NULL, m, RPC_METHOD_SLOW},
+        {"/proto.DaemonService/Register", &proto__register_request__descriptor, &proto__register_response__descriptor, not_here, NULL, m, 0},
+        {"/proto.DaemonService/Heartbeat", &proto__heartbeat_request__descriptor, &proto__heartbeat_response__descriptor, not_here, NULL, m, 0},
+        {"/proto.DaemonService/ReportMetrics", &proto__metrics_request__descriptor, &proto__metrics_response__descriptor, not_here, NULL, m, 0},
+        {"/proto.DaemonService/GetConfig", &proto__config_request__descriptor, &proto__config_response__descriptor, not_here, NULL, m, 0},
+        {"/proto.DaemonService/PushUpdate", &proto__update_request__descriptor, &proto__update_response__descriptor, not_here, NULL, m, 0},
+        {"/proto.DaemonService/ListAgents", &proto__list_agents_request__descriptor, &proto__list_agents_response__descriptor, not_here, NULL, m, 0},
+        {"/proto.DaemonService/OperateAgent", &proto__agent_operation_request__descriptor, &proto__agent_operation_response__descriptor, not_here, NULL, m, 0},
+        {"/proto.DaemonService/GetAgentMetrics", &proto__agent_metrics_request__descriptor, &proto__agent_metrics_response__descriptor, not_here, NULL, m, 0},
+    };
+    memcpy(m->methods, t, sizeof t);
+    rpc_server_opts so;
+    memset(&so, 0, sizeof so);
+    so.name = "manager";
+    so.listen = o->listen;
+    so.tls = o->tls;
+    so.settings = o->settings;
+    so.quiet_access_log = o->quiet_access_log;
+    so.max_streams = 4096;
+    m->srv = rpc_server_new(&so, err, errlen);
+    if (!m->srv || rpc_server_add_methods(m->srv, m->methods, sizeof t / sizeof t[0], err, errlen) != 0 ||
+        rpc_server_start(m->srv, err, errlen) != 0) {
+        if (m->srv) rpc_server_free(m->srv);
+        free(m);
+        return NULL;
+    }
+    rpc_server_set_health(m->srv, "manager.ManagerService", 1);
+    return m;
+}
+
+int mservice_port(const mservice *m) { return rpc_server_port(m->srv, 0); }
+
+void mservice_stop(mservice *m, int64_t grace_ms)
+{
+    if (!m) return;
+    rpc_server_shutdown(m->srv, grace_ms);
+    rpc_server_free(m->srv);
+    free(m);
+}
