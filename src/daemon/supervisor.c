@@ -537,6 +537,7 @@ static void http_reset(agent *a)
     a->http_len = 0;
 }
 
+/* environ is read without a lock: the daemon sets its environment before threads start. */
 static char **build_env(const agent_spec *sp)
 {
     size_t n = 0, m = 0;
@@ -1300,8 +1301,8 @@ static void tick_agent(sup *s, agent *a, int64_t now)
             if (a->pgid <= 1 || !pmon_group_alive(a->pgid) ||
                 (a->kill_sent && now >= a->kill_at + GROUP_GIVE_UP_MS))
                 finish_stop(s, a);
-            else
-                a->group_check_at = now + GROUP_POLL_MS;
+            else /* each check scans /proc: look often at first, then calmly */
+                a->group_check_at = now + (now - a->stop_began < 1000 ? GROUP_POLL_MS : 250);
         }
         break;
     default:
