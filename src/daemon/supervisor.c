@@ -1214,7 +1214,8 @@ static void http_io(sup *s, agent *a, short rev)
         return;
     }
     (void)rev;
-    ssize_t r = recv(a->http_fd, a->http_buf + a->http_len, sizeof a->http_buf - 1 - a->http_len, 0);
+    ssize_t r = recv(a->http_fd, a->http_buf + a->http_len,
+                     sizeof a->http_buf - 1 - a->http_len, 0);
     if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
     if (r > 0) a->http_len += (size_t)r;
     a->http_buf[a->http_len] = '\0';
@@ -1597,7 +1598,8 @@ void sup_free(sup *s, int stop_agents)
     pthread_join(s->thread, NULL);
 
     pthread_mutex_lock(&s->mu);
-    for (sup_cmd *c = s->queue; c; c = c->next) complete(s, c, SUP_FAILED, "supervisor is shutting down");
+    for (sup_cmd *c = s->queue; c; c = c->next)
+        complete(s, c, SUP_FAILED, "supervisor is shutting down");
     s->queue = NULL;
     for (size_t i = 0; i < s->nagents; i++) {
         agent *a = s->agents[i];

@@ -614,7 +614,8 @@ static void *http_main(void *arg)
             buf[r] = '\0';
             if (strncmp(buf, "GET /healthz HTTP/1.0\r\n", 23) == 0) h->hits++;
             char resp[128];
-            int n = snprintf(resp, sizeof resp, "HTTP/1.0 %d X\r\nContent-Length: 0\r\n\r\n", h->code);
+            int n = snprintf(resp, sizeof resp,
+                             "HTTP/1.0 %d X\r\nContent-Length: 0\r\n\r\n", h->code);
             ssize_t w = send(c, resp, (size_t)n, MSG_NOSIGNAL);
             (void)w;
         }
