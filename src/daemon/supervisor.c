@@ -537,6 +537,7 @@ static void http_reset(agent *a)
     a->http_len = 0;
 }
 
+/* environ is read without a lock: the daemon sets its environment before threads start. */
 static char **build_env(const agent_spec *sp)
 {
     size_t n = 0, m = 0;
@@ -1213,7 +1214,8 @@ static void http_io(sup *s, agent *a, short rev)
         return;
     }
     (void)rev;
-    ssize_t r = recv(a->http_fd, a->http_buf + a->http_len, sizeof a->http_buf - 1 - a->http_len, 0);
+    ssize_t r = recv(a->http_fd, a->http_buf + a->http_len,
+                     sizeof a->http_buf - 1 - a->http_len, 0);
     if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
     if (r > 0) a->http_len += (size_t)r;
     a->http_buf[a->http_len] = '\0';
@@ -1300,8 +1302,8 @@ static void tick_agent(sup *s, agent *a, int64_t now)
             if (a->pgid <= 1 || !pmon_group_alive(a->pgid) ||
                 (a->kill_sent && now >= a->kill_at + GROUP_GIVE_UP_MS))
                 finish_stop(s, a);
-            else
-                a->group_check_at = now + GROUP_POLL_MS;
+            else /* each check scans /proc: look often at first, then calmly */
+                a->group_check_at = now + (now - a->stop_began < 1000 ? GROUP_POLL_MS : 250);
         }
         break;
     default:
@@ -1596,7 +1598,8 @@ void sup_free(sup *s, int stop_agents)
     pthread_join(s->thread, NULL);
 
     pthread_mutex_lock(&s->mu);
-    for (sup_cmd *c = s->queue; c; c = c->next) complete(s, c, SUP_FAILED, "supervisor is shutting down");
+    for (sup_cmd *c = s->queue; c; c = c->next)
+        complete(s, c, SUP_FAILED, "supervisor is shutting down");
     s->queue = NULL;
     for (size_t i = 0; i < s->nagents; i++) {
         agent *a = s->agents[i];

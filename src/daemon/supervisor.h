@@ -10,7 +10,8 @@
  * log capture files, {state_dir}/agents.state, and the procmon history (sampled on the same
  * loop). Children are watched through pidfds (pidfd_open, Linux >= 5.3) and reaped with
  * waitid(P_PIDFD): no signal handling and no SIGCHLD masking is needed, so sup_new may be
- * called at any time, from any thread. Nothing else in the process may waitpid(-1).
+ * called at any time, from any thread. Nothing else in the process may waitpid(-1) or set
+ * SIGCHLD to SIG_IGN (either steals the exit status: the exit then counts as a crash).
  *
  * Every sup_* function is thread-safe. sup_start/sup_stop/sup_restart block until the
  * operation is done (a graceful stop can take stop_grace_ms): call them off any thread pool

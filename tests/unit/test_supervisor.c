@@ -529,6 +529,20 @@ static void memory_threshold_restarts(void **state)
     agent_spec_free(&sp);
 }
 
+static void cpu_threshold_restarts(void **state)
+{
+    fixture *f = *state;
+    agent_spec sp = mkspec(f->dir, "spin", "agent_spin.sh", NULL);
+    /* low enough that a spinner on a busy 2-core box still exceeds it */
+    sp.health.cpu_threshold = 15.0;
+    sp.health.threshold_duration_ms = 400;
+    set_agents(f->s, &sp, 1);
+    assert_true(wait_for(f->s, "spin", NULL, 1, 15000));
+    char err[256];
+    assert_int_equal(sup_stop(f->s, "spin", err, sizeof err), SUP_OK);
+    agent_spec_free(&sp);
+}
+
 static void metrics_history(void **state)
 {
     fixture *f = *state;
@@ -600,7 +614,8 @@ static void *http_main(void *arg)
             buf[r] = '\0';
             if (strncmp(buf, "GET /healthz HTTP/1.0\r\n", 23) == 0) h->hits++;
             char resp[128];
-            int n = snprintf(resp, sizeof resp, "HTTP/1.0 %d X\r\nContent-Length: 0\r\n\r\n", h->code);
+            int n = snprintf(resp, sizeof resp,
+                             "HTTP/1.0 %d X\r\nContent-Length: 0\r\n\r\n", h->code);
             ssize_t w = send(c, resp, (size_t)n, MSG_NOSIGNAL);
             (void)w;
         }
@@ -920,6 +935,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(sigterm_ignored_gets_sigkill, setup, teardown),
         cmocka_unit_test_setup_teardown(grandchild_dies_with_agent, setup, teardown),
         cmocka_unit_test_setup_teardown(memory_threshold_restarts, setup, teardown),
+        cmocka_unit_test_setup_teardown(cpu_threshold_restarts, setup, teardown),
         cmocka_unit_test_setup_teardown(metrics_history, setup, teardown),
         cmocka_unit_test_setup_teardown(heartbeat_timeout_restarts, setup, teardown),
         cmocka_unit_test_setup_teardown(http_health, setup, teardown),

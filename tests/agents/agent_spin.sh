@@ -1,0 +1,3 @@
+#!/bin/sh
+# Test agent: burns a whole core.
+while :; do :; done
