@@ -69,7 +69,6 @@ typedef struct sup_cmd {
 } sup_cmd;
 
 typedef struct capture {
-    int pipe_fd;    /* read end of the child's stdout or stderr; -1 none */
     int file_fd;    /* {work_dir}/logs/{id}.out|.err; -1 none */
     uint64_t size;
     char *path;
@@ -293,72 +292,64 @@ static void add_waiter(agent *a, sup_cmd *c, wait_kind kind)
 
 /* ---------- log capture ---------------------------------------------------------------------- */
 
-static void capture_rotate(agent *a, capture *c)
+/* Agents write straight into their log files (no pipe through the daemon), so that an agent
+ * keeps running, and logging, while the daemon restarts: a pipe would die with the daemon
+ * and the agent's next write would kill it with SIGPIPE. Rotation is therefore "copytruncate"
+ * (as logrotate calls it): when a file has grown past log_max_bytes, checked at every resource
+ * sample, its content is copied to .1 (older generations shift up) and the file is truncated;
+ * the agent's O_APPEND descriptor then writes at the new end. Lines written between the copy
+ * and the truncation are lost, as with logrotate. */
+static int copy_file(const char *from, const char *to)
 {
-    close_fd(&c->file_fd);
-    size_t n = strlen(c->path) + 16;
-    char *from = malloc(n), *to = malloc(n);
-    if (from && to) {
-        if (a->spec.log_keep <= 0) {
-            unlink(c->path);
-        } else {
-            for (int k = a->spec.log_keep - 1; k >= 1; k--) {
-                snprintf(from, n, "%s.%d", c->path, k);
-                snprintf(to, n, "%s.%d", c->path, k + 1);
-                rename(from, to); /* missing generations are fine */
-            }
-            snprintf(to, n, "%s.1", c->path);
-            if (rename(c->path, to) != 0) unlink(c->path);
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    if (in < 0) return -1;
+    int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (out < 0) { close(in); return -1; }
+    char buf[65536];
+    ssize_t r;
+    int rc = 0;
+    while ((r = read(in, buf, sizeof buf)) > 0) {
+        for (ssize_t o = 0; o < r;) {
+            ssize_t w = write(out, buf + o, (size_t)(r - o));
+            if (w < 0 && errno == EINTR) continue;
+            if (w <= 0) { rc = -1; break; }
+            o += w;
         }
+        if (rc) break;
     }
-    free(from);
-    free(to);
-    c->file_fd = open(c->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    c->size = 0;
-    if (c->file_fd < 0)
-        log_warn("agent.log_open_failed", "agent=%s path=%s errno=%d", a->spec.id, c->path, errno);
+    if (r < 0) rc = -1;
+    close(in);
+    if (close(out) != 0) rc = -1;
+    return rc;
 }
 
-static void capture_write(agent *a, capture *c, const char *buf, size_t len)
+static void capture_check(agent *a, capture *c)
 {
     uint64_t max = a->spec.log_max_bytes;
-    while (len > 0) {
-        if (max && c->size >= max) capture_rotate(a, c);
-        if (c->file_fd < 0) return; /* cannot log: drop rather than block the child */
-        size_t w = len;
-        if (max && w > max - c->size) w = (size_t)(max - c->size);
-        ssize_t r = write(c->file_fd, buf, w);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            return;
+    struct stat st;
+    if (c->file_fd < 0 || !max || fstat(c->file_fd, &st) != 0 || (uint64_t)st.st_size < max) return;
+    if (a->spec.log_keep > 0) {
+        size_t n = strlen(c->path) + 16;
+        char *from = malloc(n), *to = malloc(n);
+        if (!from || !to) { free(from); free(to); return; }
+        for (int k = a->spec.log_keep - 1; k >= 1; k--) {
+            snprintf(from, n, "%s.%d", c->path, k);
+            snprintf(to, n, "%s.%d", c->path, k + 1);
+            rename(from, to); /* missing generations are fine */
         }
-        c->size += (uint64_t)r;
-        buf += r;
-        len -= (size_t)r;
+        snprintf(to, n, "%s.1", c->path);
+        if (copy_file(c->path, to) != 0)
+            log_warn("agent.log_rotate_failed", "agent=%s path=%s errno=%d", a->spec.id, to, errno);
+        free(from);
+        free(to);
     }
+    if (ftruncate(c->file_fd, 0) != 0)
+        log_warn("agent.log_truncate_failed", "agent=%s path=%s errno=%d", a->spec.id, c->path, errno);
+    c->size = 0;
 }
 
-/* Reads what the pipe holds; closes the capture at end of file (or always, with final). */
-static void capture_drain(agent *a, capture *c, int final)
+static void capture_close(capture *c)
 {
-    char buf[65536];
-    /* Bounded so one chatty agent cannot starve the loop (or, final, a surviving writer keep
-     * us here forever). */
-    for (int rounds = 0; c->pipe_fd >= 0; rounds++) {
-        if (rounds >= (final ? 64 : 16)) {
-            if (!final) return;
-            break;
-        }
-        ssize_t r = read(c->pipe_fd, buf, sizeof buf);
-        if (r > 0) {
-            capture_write(a, c, buf, (size_t)r);
-            continue;
-        }
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0 && errno == EAGAIN && !final) return;
-        break; /* end of file, error, or nothing more while final */
-    }
-    close_fd(&c->pipe_fd);
     close_fd(&c->file_fd);
     free(c->path);
     c->path = NULL;
@@ -609,11 +600,11 @@ static void child_exec(const agent_spec *sp, char **argv, char **envp, int in_fd
 static int spawn(sup *s, agent *a, char *err, size_t errlen)
 {
     agent_spec *sp = &a->spec;
-    int outp[2] = {-1, -1}, errp[2] = {-1, -1}, rep[2] = {-1, -1}, devnull = -1;
+    int rep[2] = {-1, -1}, devnull = -1;
     char **argv = NULL, **envp = NULL, *logdir = NULL;
     int rc = -1;
 
-    for (int i = 0; i < 2; i++) capture_drain(a, &a->cap[i], 1); /* a previous run's tail */
+    for (int i = 0; i < 2; i++) capture_close(&a->cap[i]); /* a previous run's tail */
     if (!sp->binary_path || !*sp->binary_path || !sp->work_dir || !*sp->work_dir) {
         seterr(err, errlen, "binary_path and work_dir must be set");
         goto out;
@@ -636,8 +627,7 @@ static int spawn(sup *s, agent *a, char *err, size_t errlen)
     argv[0] = sp->binary_path;
     for (size_t i = 0; i < nargs; i++) argv[i + 1] = sp->args[i];
 
-    if (pipe2(outp, O_CLOEXEC) != 0 || pipe2(errp, O_CLOEXEC) != 0 ||
-        pipe2(rep, O_CLOEXEC) != 0 ||
+    if (pipe2(rep, O_CLOEXEC) != 0 ||
         (devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) {
         seterr(err, errlen, "pipe: %s", strerror(errno));
         goto out;
@@ -647,13 +637,11 @@ static int spawn(sup *s, agent *a, char *err, size_t errlen)
         seterr(err, errlen, "fork: %s", strerror(errno));
         goto out;
     }
-    if (pid == 0) child_exec(sp, argv, envp, devnull, outp[1], errp[1], rep[1]);
+    if (pid == 0) child_exec(sp, argv, envp, devnull, a->cap[0].file_fd, a->cap[1].file_fd, rep[1]);
 
     /* Both sides set the group so a signal sent right after fork already reaches it. */
     setpgid(pid, pid);
     close_fd(&rep[1]);
-    close_fd(&outp[1]);
-    close_fd(&errp[1]);
     int child_errno = 0;
     ssize_t r;
     do {
@@ -677,11 +665,6 @@ static int spawn(sup *s, agent *a, char *err, size_t errlen)
     a->pgid = pid;
     a->adopted = 0;
     if (pmon_start_ticks(pid, &a->start_ticks) != 0) a->start_ticks = 0;
-    a->cap[0].pipe_fd = outp[0];
-    a->cap[1].pipe_fd = errp[0];
-    outp[0] = errp[0] = -1;
-    fcntl(a->cap[0].pipe_fd, F_SETFL, O_NONBLOCK);
-    fcntl(a->cap[1].pipe_fd, F_SETFL, O_NONBLOCK);
     int64_t now = mono_ms();
     a->spawn_mono = now;
     a->start_time = wall_s();
@@ -700,15 +683,11 @@ oom:
     seterr(err, errlen, "out of memory");
 out:
     if (rc != 0) {
-        for (int i = 0; i < 2; i++) capture_drain(a, &a->cap[i], 1);
+        for (int i = 0; i < 2; i++) capture_close(&a->cap[i]);
         char q[512];
         log_warn("agent.start_failed", "agent=%s error=%s", sp->id,
                  log_quote(q, sizeof q, err ? err : ""));
     }
-    close_fd(&outp[0]);
-    close_fd(&outp[1]);
-    close_fd(&errp[0]);
-    close_fd(&errp[1]);
     close_fd(&rep[0]);
     close_fd(&rep[1]);
     close_fd(&devnull);
@@ -746,7 +725,7 @@ static void install_spec(agent *a, agent_spec *sp)
 
 static void agent_destroy(agent *a)
 {
-    for (int i = 0; i < 2; i++) capture_drain(a, &a->cap[i], 1);
+    for (int i = 0; i < 2; i++) capture_close(&a->cap[i]);
     http_reset(a);
     close_fd(&a->pidfd);
     agent_spec_free(&a->spec);
@@ -778,7 +757,7 @@ static void remove_agent(sup *s, agent *a)
 /* The process and its whole group are gone after a stop. */
 static void finish_stop(sup *s, agent *a)
 {
-    for (int i = 0; i < 2; i++) capture_drain(a, &a->cap[i], 1);
+    for (int i = 0; i < 2; i++) capture_close(&a->cap[i]);
     a->pgid = 0;
     log_info("agent.stopped", "agent=%s", a->spec.id);
     if (a->removed) {
@@ -914,6 +893,15 @@ static int try_adopt(sup *s, agent *a, const state_entry *e)
     a->pid = e->pid;
     a->pgid = getpgid(e->pid) == e->pid ? e->pid : 0;
     a->adopted = 1;
+    if (a->spec.work_dir) {
+        /* The agent still writes to these files; reopen them so rotation goes on. */
+        char logdir[4200], e2[512];
+        snprintf(logdir, sizeof logdir, "%s/logs", a->spec.work_dir);
+        for (int k = 0; k < 2; k++) capture_close(&a->cap[k]);
+        if (open_capture(a, &a->cap[0], logdir, "out", e2, sizeof e2) != 0 ||
+            open_capture(a, &a->cap[1], logdir, "err", e2, sizeof e2) != 0)
+            log_warn("agent.log_open_failed", "agent=%s error=\"%s\"", a->spec.id, e2);
+    }
     a->start_ticks = e->start_ticks;
     a->start_time = e->start_time;
     a->restart_count = e->restart_count;
@@ -998,7 +986,7 @@ static agent *agent_new(agent_spec *sp)
     agent *a = calloc(1, sizeof *a);
     if (!a) return NULL;
     a->pidfd = a->http_fd = -1;
-    for (int i = 0; i < 2; i++) a->cap[i].pipe_fd = a->cap[i].file_fd = -1;
+    for (int i = 0; i < 2; i++) a->cap[i].file_fd = -1;
     a->last_code = -1;
     a->state = ST_STOPPED;
     install_spec(a, sp);
@@ -1237,6 +1225,7 @@ static void sample_all(sup *s)
 {
     for (size_t i = 0; i < s->nagents; i++) {
         agent *a = s->agents[i];
+        for (int k = 0; k < 2; k++) capture_check(a, &a->cap[k]);
         if (a->pid <= 0) continue;
         pmon_point pt;
         if (pmon_sample(s->pm, a->spec.id, a->pid, &pt) != 0) continue;
@@ -1341,7 +1330,7 @@ static int64_t agent_deadline(const agent *a)
 
 /* ---------- the loop ------------------------------------------------------------------------- */
 
-enum { K_EVENT, K_PID, K_OUT, K_ERR, K_HTTP };
+enum { K_EVENT, K_PID, K_HTTP };
 
 static void reap(sup *s, agent *a)
 {
@@ -1464,12 +1453,6 @@ static void *sup_thread(void *arg)
                 owner[np] = a;
                 kind[np++] = K_PID;
             }
-            for (int k = 0; k < 2; k++) {
-                if (a->cap[k].pipe_fd < 0) continue;
-                pfd[np] = (struct pollfd){.fd = a->cap[k].pipe_fd, .events = POLLIN};
-                owner[np] = a;
-                kind[np++] = k == 0 ? K_OUT : K_ERR;
-            }
             if (a->http_phase != HTTP_IDLE) {
                 pfd[np] = (struct pollfd){.fd = a->http_fd,
                                           .events = a->http_phase == HTTP_CONNECTING ? POLLOUT
@@ -1488,8 +1471,6 @@ static void *sup_thread(void *arg)
         int n = poll(pfd, np, (int)wait);
         pthread_mutex_lock(&s->mu);
         if (n <= 0) continue;
-        /* Exits first, then output: a pipe's last lines are read before the agent's record
-         * might go away (removal only happens from tick_agent, after this). */
         for (size_t i = 0; i < np; i++) {
             if (!pfd[i].revents) continue;
             agent *a = owner[i];
@@ -1503,12 +1484,6 @@ static void *sup_thread(void *arg)
             case K_PID:
                 if (a->pidfd == pfd[i].fd && a->pid > 0) reap(s, a);
                 break;
-            case K_OUT:
-            case K_ERR: {
-                capture *c = &a->cap[kind[i] == K_OUT ? 0 : 1];
-                if (c->pipe_fd == pfd[i].fd) capture_drain(a, c, 0);
-                break;
-            }
             case K_HTTP:
                 if (a->http_fd == pfd[i].fd && a->http_phase != HTTP_IDLE)
                     http_io(s, a, pfd[i].revents);

@@ -332,19 +332,24 @@ static void capture_env_workdir_rotation(void **state)
     assert_true(wait_file_has(errf, "err-line\n", 5000));
 
     char *spew = xprintf("%s/agents/spew/logs/spew.out", f->dir);
+    char *spew1 = xprintf("%s/agents/spew/logs/spew.out.1", f->dir);
     char *spew2 = xprintf("%s/agents/spew/logs/spew.out.2", f->dir);
     char *spew3 = xprintf("%s/agents/spew/logs/spew.out.3", f->dir);
-    assert_true(wait_file_has(spew, "line 000399", 8000));
+    /* Rotation is checked at each resource sample (copytruncate): the 400 x 51 bytes land in
+     * spew.out, move to spew.out.1 and spew.out is emptied. */
+    assert_true(wait_file_has(spew1, "line 000399", 8000));
     struct stat st;
     assert_int_equal(stat(spew, &st), 0);
     assert_true(st.st_size <= 4096);
-    assert_int_equal(stat(spew2, &st), 0);
-    assert_int_equal(st.st_size, 4096);
+    assert_int_equal(stat(spew1, &st), 0);
+    assert_int_equal(st.st_size, 400 * 51);
+    assert_int_not_equal(stat(spew2, &st), 0); /* one rotation so far */
     assert_int_not_equal(stat(spew3, &st), 0); /* log_keep = 2 */
     free(out);
     free(errf);
     free(want);
     free(spew);
+    free(spew1);
     free(spew2);
     free(spew3);
     free_specs(sp, 2);
