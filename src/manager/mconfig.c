@@ -395,7 +395,8 @@ char *mconfig_dump_yaml(const mconfig *c)
     put_str(f, c->grpc.tls.key_file);
     fprintf(f, "\n    ca_file: ");
     put_str(f, c->grpc.tls.ca_file);
-    fprintf(f, "\n    require_client_cert: %s\n", c->grpc.tls.require_client_cert ? "true" : "false");
+    fprintf(f, "\n    require_client_cert: %s\n",
+            c->grpc.tls.require_client_cert ? "true" : "false");
     fprintf(f, "  max_message_size: \"%llu\"\n", (unsigned long long)c->grpc.max_message_size);
     fprintf(f, "  keepalive_time: %s\n", dur(c->grpc.keepalive_time_ms, b, sizeof b));
     fprintf(f, "  keepalive_timeout: %s\n", dur(c->grpc.keepalive_timeout_ms, b, sizeof b));
@@ -404,7 +405,8 @@ char *mconfig_dump_yaml(const mconfig *c)
     put_str(f, c->database.driver);
     fprintf(f, "\n  dsn: ");
     put_str(f, c->database.dsn);
-    fprintf(f, "\nnode:\n  heartbeat_interval: %s\n", dur(c->node.heartbeat_interval_ms, b, sizeof b));
+    fprintf(f, "\nnode:\n  heartbeat_interval: %s\n",
+            dur(c->node.heartbeat_interval_ms, b, sizeof b));
     fprintf(f, "  metrics_interval: %s\n", dur(c->node.metrics_interval_ms, b, sizeof b));
     fprintf(f, "  offline_after: %s\n", dur(c->node.offline_after_ms, b, sizeof b));
     fprintf(f, "  auto_register: %s\n", c->node.auto_register ? "true" : "false");
