@@ -350,7 +350,8 @@ int liveness_flush(liveness *l, char *err, size_t errlen)
         int erc = -1;
         char eerr[256];
         if (in) {
-            for (size_t i = 0; i < nev; i++) in[i] = (store_event_in){ev[i].node_id, ev[i].event, ev[i].at};
+            for (size_t i = 0; i < nev; i++)
+                in[i] = (store_event_in){ev[i].node_id, ev[i].event, ev[i].at};
             erc = store_add_node_events(l->st, in, nev, eerr, sizeof eerr);
             free(in);
         } else {

@@ -887,9 +887,8 @@ static int sq_delete_metrics_before(store *st, int64_t before, size_t batch_limi
                                     uint64_t *deleted, char *err, size_t errlen)
 {
     uint64_t total = 0;
-    struct retention_args a = {.before = before,
-                               .limit = batch_limit ? (int64_t)batch_limit : DEFAULT_RETENTION_BATCH,
-                               .cursor = 0};
+    struct retention_args a = {.before = before, .cursor = 0};
+    a.limit = batch_limit ? (int64_t)batch_limit : DEFAULT_RETENTION_BATCH;
     int rc = 0;
     for (;;) {
         if (submit(impl(st), w_retention, &a, err, errlen) < 0) { rc = -1; break; }
@@ -1012,7 +1011,7 @@ static void parse_labels(rd *r, const char *text, store_node *n)
         if (!l->key || !l->value) r->oom = 1;
     }
     json_decref(obj);
-    if (!r->oom) qsort(n->labels, n->n_labels, sizeof *n->labels, label_cmp);
+    if (!r->oom && n->n_labels > 1) qsort(n->labels, n->n_labels, sizeof *n->labels, label_cmp);
 }
 
 #define NODE_COLS                                                                             \
@@ -1296,7 +1295,8 @@ static int migrate(sqlite3 *db, const char *path, char *err, size_t errlen)
     }
     if (version < SCHEMA_VERSION) {
         char sql[96];
-        snprintf(sql, sizeof sql, "DELETE FROM schema_version; INSERT INTO schema_version VALUES (%d)",
+        snprintf(sql, sizeof sql,
+                 "DELETE FROM schema_version; INSERT INTO schema_version VALUES (%d)",
                  SCHEMA_VERSION);
         if (exec(db, sql, "migrate schema", err, errlen) < 0) goto fail;
     }

@@ -1,0 +1,423 @@
+/* mconfig: manager.yaml -> struct mconfig. libcyaml reads the file into a "raw" tree in which
+ * every field is optional (a NULL pointer when absent, so a default can be told apart from an
+ * explicit value); then each value is defaulted, parsed (durations, sizes) and checked here. */
+#include "manager/mconfig.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "base/cfg.h"
+#include "base/units.h"
+
+/* Booleans are read as text: libcyaml takes any word but a few for true. */
+struct raw_tls {
+    char *enabled;
+    char *cert_file, *key_file, *ca_file;
+    char *require_client_cert;
+};
+
+struct raw_grpc {
+    char *host;
+    int *port;
+    struct raw_tls *tls;
+    char *max_message_size, *keepalive_time, *keepalive_timeout, *min_ping_interval;
+};
+
+struct raw_database {
+    char *driver, *dsn;
+};
+
+struct raw_node {
+    char *heartbeat_interval, *metrics_interval, *offline_after;
+    char *auto_register;
+};
+
+struct raw_metrics {
+    char *retention, *retention_interval;
+};
+
+struct raw_log {
+    char *level, *file;
+};
+
+struct raw {
+    struct raw_grpc *grpc;
+    struct raw_database *database;
+    struct raw_node *node;
+    struct raw_metrics *metrics;
+    struct raw_log *log;
+};
+
+#define OPT (CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL)
+#define STR(key, type, member) CYAML_FIELD_STRING_PTR(key, OPT, type, member, 0, CYAML_UNLIMITED)
+
+static const cyaml_schema_field_t tls_fields[] = {
+    STR("enabled", struct raw_tls, enabled),
+    STR("cert_file", struct raw_tls, cert_file),
+    STR("key_file", struct raw_tls, key_file),
+    STR("ca_file", struct raw_tls, ca_file),
+    STR("require_client_cert", struct raw_tls, require_client_cert),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t grpc_fields[] = {
+    STR("host", struct raw_grpc, host),
+    CYAML_FIELD_INT_PTR("port", OPT, struct raw_grpc, port),
+    CYAML_FIELD_MAPPING_PTR("tls", OPT, struct raw_grpc, tls, tls_fields),
+    STR("max_message_size", struct raw_grpc, max_message_size),
+    STR("keepalive_time", struct raw_grpc, keepalive_time),
+    STR("keepalive_timeout", struct raw_grpc, keepalive_timeout),
+    STR("min_ping_interval", struct raw_grpc, min_ping_interval),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t database_fields[] = {
+    STR("driver", struct raw_database, driver),
+    STR("dsn", struct raw_database, dsn),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t node_fields[] = {
+    STR("heartbeat_interval", struct raw_node, heartbeat_interval),
+    STR("metrics_interval", struct raw_node, metrics_interval),
+    STR("offline_after", struct raw_node, offline_after),
+    STR("auto_register", struct raw_node, auto_register),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t metrics_fields[] = {
+    STR("retention", struct raw_metrics, retention),
+    STR("retention_interval", struct raw_metrics, retention_interval),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t log_fields[] = {
+    STR("level", struct raw_log, level),
+    STR("file", struct raw_log, file),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t top_fields[] = {
+    CYAML_FIELD_MAPPING_PTR("grpc", OPT, struct raw, grpc, grpc_fields),
+    CYAML_FIELD_MAPPING_PTR("database", OPT, struct raw, database, database_fields),
+    CYAML_FIELD_MAPPING_PTR("node", OPT, struct raw, node, node_fields),
+    CYAML_FIELD_MAPPING_PTR("metrics", OPT, struct raw, metrics, metrics_fields),
+    CYAML_FIELD_MAPPING_PTR("log", OPT, struct raw, log, log_fields),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_value_t top_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_POINTER, struct raw, top_fields),
+};
+
+/* ---- checking ------------------------------------------------------------------------------ */
+
+typedef struct checker {
+    const char *name;
+    char *err;
+    size_t errlen;
+    int failed;
+} checker;
+
+/* Records the first problem as "FILE: key: problem (got 'x', expected ...)". */
+__attribute__((format(printf, 5, 6)))
+static void bad(checker *ck, const char *key, const char *got, const char *problem,
+                const char *expected_fmt, ...)
+{
+    if (ck->failed) return;
+    ck->failed = 1;
+    char expected[256];
+    va_list ap;
+    va_start(ap, expected_fmt);
+    vsnprintf(expected, sizeof expected, expected_fmt, ap);
+    va_end(ap);
+    snprintf(ck->err, ck->errlen, "%s: %s: %s (got '%s', expected %s)", ck->name, key, problem,
+             got, expected);
+}
+
+static void duration(checker *ck, const char *key, const char *v, int64_t def, int positive,
+                     int64_t *out)
+{
+    *out = def;
+    if (!v) return;
+    if (units_parse_duration_ms(v, out) < 0) {
+        bad(ck, key, v, "not a duration", "e.g. 30s, 5m, 1h30m, 7d");
+        *out = def;
+    } else if (positive && *out <= 0) {
+        bad(ck, key, v, "must be positive", "a duration above 0, e.g. 60s");
+    }
+}
+
+static int boolean(checker *ck, const char *key, const char *v, int def)
+{
+    static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
+    if (!v) return def;
+    for (int i = 0; i < 3; i++) {
+        if (strcasecmp(v, yes[i]) == 0) return 1;
+        if (strcasecmp(v, no[i]) == 0) return 0;
+    }
+    bad(ck, key, v, "not a boolean", "true or false");
+    return def;
+}
+
+static char *dup_or(checker *ck, const char *v, const char *def)
+{
+    char *d = strdup(v ? v : def);
+    if (!d && !ck->failed) {
+        ck->failed = 1;
+        snprintf(ck->err, ck->errlen, "%s: out of memory", ck->name);
+    }
+    return d;
+}
+
+static void apply(checker *ck, const struct raw *r, mconfig *c)
+{
+    static const struct raw_grpc no_grpc;
+    static const struct raw_tls no_tls;
+    static const struct raw_database no_db;
+    static const struct raw_node no_node;
+    static const struct raw_metrics no_metrics;
+    static const struct raw_log no_log;
+    const struct raw_grpc *g = r && r->grpc ? r->grpc : &no_grpc;
+    const struct raw_tls *t = g->tls ? g->tls : &no_tls;
+    const struct raw_database *d = r && r->database ? r->database : &no_db;
+    const struct raw_node *n = r && r->node ? r->node : &no_node;
+    const struct raw_metrics *m = r && r->metrics ? r->metrics : &no_metrics;
+    const struct raw_log *lg = r && r->log ? r->log : &no_log;
+    char got[64];
+
+    c->grpc.host = dup_or(ck, g->host, "0.0.0.0");
+    if (c->grpc.host && !*c->grpc.host)
+        bad(ck, "grpc.host", "", "is empty", "an address to listen on, e.g. 0.0.0.0");
+    c->grpc.port = g->port ? *g->port : 9090;
+    if (c->grpc.port < 1 || c->grpc.port > 65535) {
+        snprintf(got, sizeof got, "%d", c->grpc.port);
+        bad(ck, "grpc.port", got, "out of range", "a port from 1 to 65535");
+    }
+    c->grpc.tls.enabled = boolean(ck, "grpc.tls.enabled", t->enabled, 0);
+    c->grpc.tls.require_client_cert =
+        boolean(ck, "grpc.tls.require_client_cert", t->require_client_cert, 0);
+    c->grpc.tls.cert_file = dup_or(ck, t->cert_file, "");
+    c->grpc.tls.key_file = dup_or(ck, t->key_file, "");
+    c->grpc.tls.ca_file = dup_or(ck, t->ca_file, "");
+    if (c->grpc.tls.enabled && c->grpc.tls.cert_file && !*c->grpc.tls.cert_file)
+        bad(ck, "grpc.tls.cert_file", "", "required when grpc.tls.enabled is true",
+            "the path of the server's PEM certificate");
+    if (c->grpc.tls.enabled && c->grpc.tls.key_file && !*c->grpc.tls.key_file)
+        bad(ck, "grpc.tls.key_file", "", "required when grpc.tls.enabled is true",
+            "the path of the server's PEM private key");
+    if (c->grpc.tls.enabled && c->grpc.tls.require_client_cert && c->grpc.tls.ca_file &&
+        !*c->grpc.tls.ca_file)
+        bad(ck, "grpc.tls.ca_file", "", "required when grpc.tls.require_client_cert is true",
+            "the path of the PEM CA that signs client certificates");
+    c->grpc.max_message_size = 10u << 20;
+    if (g->max_message_size) {
+        if (units_parse_size(g->max_message_size, &c->grpc.max_message_size) < 0)
+            bad(ck, "grpc.max_message_size", g->max_message_size, "not a size",
+                "e.g. 10MiB, 4MB, 65536");
+        else if (c->grpc.max_message_size < 1024 || c->grpc.max_message_size > 0x7fffffffu)
+            bad(ck, "grpc.max_message_size", g->max_message_size, "out of range",
+                "from 1KiB to 2GiB - 1");
+    }
+    duration(ck, "grpc.keepalive_time", g->keepalive_time, 60000, 1, &c->grpc.keepalive_time_ms);
+    duration(ck, "grpc.keepalive_timeout", g->keepalive_timeout, 20000, 1,
+             &c->grpc.keepalive_timeout_ms);
+    duration(ck, "grpc.min_ping_interval", g->min_ping_interval, 20000, 0,
+             &c->grpc.min_ping_interval_ms);
+
+    c->database.driver = dup_or(ck, d->driver, "sqlite");
+    if (c->database.driver && strcmp(c->database.driver, "sqlite") != 0 &&
+        strcmp(c->database.driver, "postgres") != 0)
+        bad(ck, "database.driver", c->database.driver, "unknown driver", "sqlite or postgres");
+    c->database.dsn = dup_or(ck, d->dsn, "ops-manager.db");
+    if (c->database.dsn && !*c->database.dsn)
+        bad(ck, "database.dsn", "", "is empty",
+            "a file path (sqlite) or a connection string (postgres)");
+
+    duration(ck, "node.heartbeat_interval", n->heartbeat_interval, 60000, 1,
+             &c->node.heartbeat_interval_ms);
+    duration(ck, "node.metrics_interval", n->metrics_interval, 60000, 1,
+             &c->node.metrics_interval_ms);
+    duration(ck, "node.offline_after", n->offline_after, 3 * c->node.heartbeat_interval_ms, 1,
+             &c->node.offline_after_ms);
+    if (n->offline_after && c->node.offline_after_ms <= c->node.heartbeat_interval_ms) {
+        char hb[32];
+        units_format_duration(c->node.heartbeat_interval_ms, hb, sizeof hb);
+        bad(ck, "node.offline_after", n->offline_after,
+            "must be longer than node.heartbeat_interval", "more than %s", hb);
+    }
+    c->node.auto_register = boolean(ck, "node.auto_register", n->auto_register, 1);
+
+    duration(ck, "metrics.retention", m->retention, 30LL * 24 * 3600 * 1000, 0,
+             &c->metrics.retention_ms);
+    duration(ck, "metrics.retention_interval", m->retention_interval, 3600000, 1,
+             &c->metrics.retention_interval_ms);
+
+    c->log.level = LOGL_INFO;
+    if (lg->level && log_parse_level(lg->level, &c->log.level) < 0)
+        bad(ck, "log.level", lg->level, "unknown level", "debug, info, warn or error");
+    c->log.file = dup_or(ck, lg->file, "");
+}
+
+/* An empty file (or only comments) is a valid config made of defaults; libcyaml refuses it. */
+static int blank_yaml(const char *s, size_t len)
+{
+    int line_start = 1, in_comment = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c == '\n') { line_start = 1; in_comment = 0; continue; }
+        if (in_comment || c == ' ' || c == '\t' || c == '\r') continue;
+        if (c == '#') { in_comment = 1; continue; }
+        if (line_start && c == '-' && i + 2 < len && s[i + 1] == '-' && s[i + 2] == '-') {
+            i += 2;
+            continue;
+        }
+        return 0;
+    }
+    return 1;
+}
+
+static int build(const char *name, const struct raw *r, mconfig **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    mconfig *c = calloc(1, sizeof *c);
+    if (!c) { snprintf(err, errlen, "%s: out of memory", name); return -1; }
+    checker ck = {name, err, errlen, 0};
+    c->source = dup_or(&ck, name, "");
+    apply(&ck, r, c);
+    if (ck.failed) {
+        mconfig_free(c);
+        return -1;
+    }
+    *out = c;
+    return 0;
+}
+
+int mconfig_load_string(const char *name, const char *yaml, size_t len, mconfig **out, char *err,
+                        size_t errlen)
+{
+    *out = NULL;
+    if (blank_yaml(yaml, len)) return build(name, NULL, out, err, errlen);
+    void *raw = NULL;
+    if (cfg_load_string(name, yaml, len, &top_schema, &raw, err, errlen) < 0) return -1;
+    int rc = build(name, raw, out, err, errlen);
+    cfg_free(&top_schema, raw);
+    return rc;
+}
+
+int mconfig_load(const char *path, mconfig **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!path) return build("(defaults)", NULL, out, err, errlen);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 4096 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            char *nb = realloc(buf, cap);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                snprintf(err, errlen, "%s: out of memory", path);
+                return -1;
+            }
+            buf = nb;
+        }
+        size_t n = fread(buf + len, 1, cap - len, f);
+        len += n;
+        if (n == 0) break;
+    }
+    int rerr = ferror(f);
+    fclose(f);
+    if (rerr) {
+        free(buf);
+        snprintf(err, errlen, "%s: read error", path);
+        return -1;
+    }
+    int rc = mconfig_load_string(path, buf, len, out, err, errlen);
+    free(buf);
+    return rc;
+}
+
+void mconfig_free(mconfig *c)
+{
+    if (!c) return;
+    free(c->source);
+    free(c->grpc.host);
+    free(c->grpc.tls.cert_file);
+    free(c->grpc.tls.key_file);
+    free(c->grpc.tls.ca_file);
+    free(c->database.driver);
+    free(c->database.dsn);
+    free(c->log.file);
+    free(c);
+}
+
+/* A YAML double-quoted scalar. */
+static void put_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if (*p < 0x20) fprintf(f, "\\x%02x", *p);
+        else fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+static const char *dur(int64_t ms, char *buf, size_t n)
+{
+    return ms == 0 ? "0" : units_format_duration(ms, buf, n);
+}
+
+char *mconfig_dump_yaml(const mconfig *c)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return NULL;
+    char b[32];
+    fprintf(f, "grpc:\n  host: ");
+    put_str(f, c->grpc.host);
+    fprintf(f, "\n  port: %d\n  tls:\n    enabled: %s\n    cert_file: ", c->grpc.port,
+            c->grpc.tls.enabled ? "true" : "false");
+    put_str(f, c->grpc.tls.cert_file);
+    fprintf(f, "\n    key_file: ");
+    put_str(f, c->grpc.tls.key_file);
+    fprintf(f, "\n    ca_file: ");
+    put_str(f, c->grpc.tls.ca_file);
+    fprintf(f, "\n    require_client_cert: %s\n",
+            c->grpc.tls.require_client_cert ? "true" : "false");
+    fprintf(f, "  max_message_size: \"%llu\"\n", (unsigned long long)c->grpc.max_message_size);
+    fprintf(f, "  keepalive_time: %s\n", dur(c->grpc.keepalive_time_ms, b, sizeof b));
+    fprintf(f, "  keepalive_timeout: %s\n", dur(c->grpc.keepalive_timeout_ms, b, sizeof b));
+    fprintf(f, "  min_ping_interval: %s\n", dur(c->grpc.min_ping_interval_ms, b, sizeof b));
+    fprintf(f, "database:\n  driver: ");
+    put_str(f, c->database.driver);
+    fprintf(f, "\n  dsn: ");
+    put_str(f, c->database.dsn);
+    fprintf(f, "\nnode:\n  heartbeat_interval: %s\n",
+            dur(c->node.heartbeat_interval_ms, b, sizeof b));
+    fprintf(f, "  metrics_interval: %s\n", dur(c->node.metrics_interval_ms, b, sizeof b));
+    fprintf(f, "  offline_after: %s\n", dur(c->node.offline_after_ms, b, sizeof b));
+    fprintf(f, "  auto_register: %s\n", c->node.auto_register ? "true" : "false");
+    fprintf(f, "metrics:\n  retention: %s\n", dur(c->metrics.retention_ms, b, sizeof b));
+    fprintf(f, "  retention_interval: %s\n", dur(c->metrics.retention_interval_ms, b, sizeof b));
+    fprintf(f, "log:\n  level: %s\n  file: ", log_level_name(c->log.level));
+    put_str(f, c->log.file);
+    fputc('\n', f);
+    if (fclose(f) != 0) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}

@@ -1,0 +1,75 @@
+/* mconfig: the manager's configuration file (configs/manager.yaml), loaded, defaulted and
+ * checked, so the rest of the manager only sees valid values in plain units.
+ *
+ * Owns: the mconfig it returns (strings included), freed with mconfig_free(). The YAML is read
+ * through libcyaml (base/cfg.h): a syntax error, a wrong type or an unknown key is reported as
+ * "FILE: line N: ..."; then every value is checked and a problem is reported as
+ * "FILE: key.path: problem (got 'x', expected ...)". Keys follow the Go original's. Durations
+ * are milliseconds, sizes bytes. */
+#ifndef OPS_MANAGER_MCONFIG_H
+#define OPS_MANAGER_MCONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/log.h"
+
+typedef struct mconfig_tls {
+    int enabled;              /* default 0: plaintext (main should warn) */
+    char *cert_file;          /* required when enabled */
+    char *key_file;           /* required when enabled */
+    char *ca_file;            /* required when require_client_cert */
+    int require_client_cert;  /* mutual TLS; default 0 */
+} mconfig_tls;
+
+typedef struct mconfig_grpc {
+    char *host;                   /* default "0.0.0.0" */
+    int port;                     /* default 9090 */
+    mconfig_tls tls;
+    uint64_t max_message_size;    /* default 10 MiB; at most 2 GiB - 1 */
+    int64_t keepalive_time_ms;    /* default 60 s */
+    int64_t keepalive_timeout_ms; /* default 20 s */
+    int64_t min_ping_interval_ms; /* default 20 s */
+} mconfig_grpc;
+
+typedef struct mconfig_database {
+    char *driver; /* "sqlite" (default) or "postgres" */
+    char *dsn;    /* default "ops-manager.db" */
+} mconfig_database;
+
+typedef struct mconfig_node {
+    int64_t heartbeat_interval_ms; /* default 60 s; told to daemons on register */
+    int64_t metrics_interval_ms;   /* default 60 s; told to daemons on register */
+    int64_t offline_after_ms;      /* default 3 x heartbeat_interval; must exceed it */
+    int auto_register;             /* default 1: unknown heartbeating nodes get a placeholder */
+} mconfig_node;
+
+typedef struct mconfig_metrics {
+    int64_t retention_ms;          /* default 30 days; 0 keeps metrics forever */
+    int64_t retention_interval_ms; /* default 1 h: how often old metrics are deleted */
+} mconfig_metrics;
+
+typedef struct mconfig_log {
+    log_level level; /* default info */
+    char *file;      /* default "" = standard error */
+} mconfig_log;
+
+typedef struct mconfig {
+    char *source; /* the file it came from, or "(defaults)" */
+    mconfig_grpc grpc;
+    mconfig_database database;
+    mconfig_node node;
+    mconfig_metrics metrics;
+    mconfig_log log;
+} mconfig;
+
+/* Loads path; path NULL gives the defaults. Returns 0 with *out, or -1 with err. */
+int mconfig_load(const char *path, mconfig **out, char *err, size_t errlen);
+/* Same from text in memory; name stands for the file name in messages. */
+int mconfig_load_string(const char *name, const char *yaml, size_t len, mconfig **out, char *err,
+                        size_t errlen);
+void mconfig_free(mconfig *c);
+/* The effective configuration as YAML (loadable again). Returns a malloc'd string or NULL. */
+char *mconfig_dump_yaml(const mconfig *c);
+
+#endif
