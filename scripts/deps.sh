@@ -11,7 +11,7 @@ PKGS=(
   libcyaml-dev                                         # YAML config files
   libjansson-dev                                       # JSON (agent heartbeats, opsctl -o json)
   libmicrohttpd-dev                                    # the daemon's agent-heartbeat HTTP endpoint
-  libsqlite3-dev libpq-dev postgresql                  # manager stores
+  libsqlite3-dev sqlite3 libpq-dev postgresql          # manager stores (sqlite3 CLI: test checks)
   uuid-dev libssl-dev openssl                          # node ids, TLS certificates, signatures
   libcmocka-dev                                        # unit tests
   nodejs npm                                           # grpc-js interop peers in the tests
