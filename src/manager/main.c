@@ -11,6 +11,7 @@
 #include "manager/liveness.h"
 #include "manager/mconfig.h"
 #include "manager/mservice.h"
+#include "manager/pool.h"
 #include "manager/retention.h"
 #include "manager/store.h"
 
@@ -30,6 +31,19 @@ static const char usage[] =
     "Signals: SIGTERM/SIGINT stop (in-flight calls finish, liveness is flushed, the store is\n"
     "closed); SIGHUP reopens the log file.\n"
     "Exit codes: 0 clean stop or valid config, 1 runtime failure, 2 usage or config error.\n";
+
+/* The pool's resolver: a node's DaemonService address as it registered it, else its IP on
+ * the contract's default port. */
+static int resolve_node(void *user, const char *node_id, char *addr, size_t n)
+{
+    store_node node;
+    char err[256];
+    if (store_get_node(user, node_id, &node, err, sizeof err) != STORE_OK) return -1;
+    if (node.daemon_address && *node.daemon_address) snprintf(addr, n, "%s", node.daemon_address);
+    else snprintf(addr, n, "%s:9091", node.ip && *node.ip ? node.ip : "127.0.0.1");
+    store_node_free(&node);
+    return 0;
+}
 
 int main(int argc, char **argv)
 {
@@ -88,6 +102,7 @@ int main(int argc, char **argv)
     liveness *live = NULL;
     retention *ret = NULL;
     mservice *svc = NULL;
+    pool *daemons = NULL;
     store_config sc = {.driver = cfg->database.driver, .dsn = cfg->database.dsn};
     st = store_open(&sc, err, sizeof err);
     if (!st) {
@@ -106,6 +121,15 @@ int main(int argc, char **argv)
             log_error("manager.retention_failed", "error=\"%s\"", err);
             goto out;
         }
+    }
+    /* Daemons are reached with the manager's own certificate when TLS is on. */
+    pool_opts po = {.resolve = resolve_node, .user = st};
+    if (cfg->grpc.tls.enabled)
+        po.tls = (rpc_tls){.enabled = 1, .cert_file = cfg->grpc.tls.cert_file, .key_file = cfg->grpc.tls.key_file, .ca_file = cfg->grpc.tls.ca_file};
+    daemons = pool_new(&po, err, sizeof err);
+    if (!daemons) {
+        log_error("manager.pool_failed", "error=\"%s\"", err);
+        goto out;
     }
     char listen[300];
     snprintf(listen, sizeof listen, "%s:%d", cfg->grpc.host, cfg->grpc.port);
@@ -134,8 +158,13 @@ int main(int argc, char **argv)
     log_info("manager.started", "listen=%s port=%d store=%s dsn=%s offline_after_ms=%lld version=%s", listen, mservice_port(svc),
              store_driver_name(st), cfg->database.dsn, (long long)cfg->node.offline_after_ms, OPS_VERSION);
     for (;;) {
-        int sig;
-        if (sigwait(&set, &sig) != 0) continue;
+        struct timespec tick = {60, 0};
+        int sig = sigtimedwait(&set, NULL, &tick);
+        if (sig < 0) {
+            size_t closed = pool_sweep_idle(daemons);
+            if (closed) log_info("pool.idle_closed", "channels=%zu open=%zu", closed, pool_size(daemons));
+            continue;
+        }
         if (sig == SIGHUP) {
             if (log_reopen() != 0) log_warn("log.reopen_failed", "file=%s error=%s", cfg->log.file, strerror(errno));
             else log_info("log.reopened", "file=%s", cfg->log.file);
@@ -147,6 +176,7 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     mservice_stop(svc, 10000);
+    pool_free(daemons);
     retention_stop(ret);
     liveness_free(live); /* flushes last_seen of every node */
     store_close(st);     /* finishes queued writes */
