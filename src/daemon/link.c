@@ -25,6 +25,8 @@
 
 #define SYNC_EVERY_MS 60000
 #define NOT_REGISTERED "node not registered"
+/* The manager made a placeholder for us (it had lost our row): register to fill it in. */
+#define AUTO_REGISTERED "auto-registered: send RegisterNode"
 
 struct link_s {
     pthread_mutex_t mu;
@@ -211,7 +213,11 @@ static call_outcome do_heartbeat(link_t *l)
     rpc_call_unary(l->ch, "/manager.ManagerService/Heartbeat", &req.base, &manager__heartbeat_response__descriptor, &m, &o, &res);
     Manager__HeartbeatResponse *r = (Manager__HeartbeatResponse *)m;
     call_outcome oc = outcome(&res, r ? r->success : 0, r ? r->message : NULL);
-    if (oc != CALL_OK)
+    if (oc == CALL_OK && r && !strcmp(r->message, AUTO_REGISTERED)) {
+        log_info("link.reregister", "node=%s reason=\"manager had no record of this node\"", l->node_id);
+        oc = CALL_UNREGISTERED;
+    }
+    if (oc != CALL_OK && oc != CALL_UNREGISTERED)
         log_warn("link.heartbeat_failed", "node=%s code=%s msg=\"%s\"", l->node_id, rpc_code_name(res.code), r ? r->message : res.message);
     if (m) protobuf_c_message_free_unpacked(m, NULL);
     return oc;

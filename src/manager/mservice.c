@@ -129,7 +129,9 @@ static int heartbeat(rpc_ctx *c, const void *reqv, void *respv, void *user)
     liveness_register(m->live, req->node_id, now);
     if (created) log_info("node.placeholder", "node=%s trace_id=%s msg=\"unknown node heartbeated; placeholder created\"", req->node_id, rpc_ctx_trace_id(c));
     resp->success = 1;
-    resp->message = rpc_ctx_strdup(c, "ok");
+    /* Our daemons answer this by registering, so the placeholder gets its real fields back
+     * (after a manager lost its database, say); other daemons just see success. */
+    resp->message = rpc_ctx_strdup(c, MSVC_AUTO_REGISTERED);
     return RPC_OK;
 }
 

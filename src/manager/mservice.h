@@ -35,5 +35,7 @@ void mservice_stop(mservice *m, int64_t grace_ms);
 #define MSVC_MAX_LABELS 64
 #define MSVC_MAX_LABEL_BYTES 256
 #define MSVC_MAX_FUTURE_S (24 * 3600)
+/* Heartbeat answer to an unknown node given a placeholder row: success, and please register. */
+#define MSVC_AUTO_REGISTERED "auto-registered: send RegisterNode"
 
 #endif
