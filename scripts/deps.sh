@@ -14,7 +14,6 @@ PKGS=(
   libsqlite3-dev sqlite3 libpq-dev postgresql          # manager stores (sqlite3 CLI: test checks)
   uuid-dev libssl-dev openssl                          # node ids, TLS certificates, signatures
   libcmocka-dev                                        # unit tests
-  nodejs npm                                           # grpc-js interop peers in the tests
   nghttp2-client procps iproute2 curl jq               # h2load benchmark, process tools, HTTP/JSON checks in test scripts
 )
 
@@ -22,6 +21,10 @@ missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js for the grpc-js interop peers (tests only): Debian's, unless a node is already here
+# (an image may ship its own build, which Debian's npm package would conflict with).
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if ((${#missing[@]})); then
   echo "deps: installing ${missing[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
