@@ -49,5 +49,24 @@ run "$bin/rpc_testclient" --target localhost:$PORT --ca $c/ca.pem
 start js_mtls $peer server --tls $c/server.pem $c/server.key --mtls $c/ca.pem
 run "$bin/rpc_testclient" --target localhost:$PORT --ca $c/ca.pem --cert $c/client.pem --key $c/client.key
 
+# grpc-js client -> ops-manager and ops-daemon (the real programs)
+mp=$(( 20000 + RANDOM % 20000 )); dp=$((mp + 1)); hp=$((mp + 2))
+cat > "$tmp/manager.yaml" <<YAML
+grpc: {host: 127.0.0.1, port: $mp}
+database: {dsn: $tmp/ops.db}
+YAML
+cat > "$tmp/daemon.yaml" <<YAML
+daemon: {work_dir: $tmp/work, grpc_host: 127.0.0.1, grpc_port: $dp, http_port: $hp}
+manager: {address: 127.0.0.1:$mp}
+agents:
+  - {id: a1, binary_path: /bin/sleep, args: ["1000"]}
+YAML
+"$OPS_BUILD_DIR/bin/ops-manager" -c "$tmp/manager.yaml" 2>"$tmp/manager.log" & pids+=($!)
+"$OPS_BUILD_DIR/bin/ops-daemon" -c "$tmp/daemon.yaml" --stop-agents 2>"$tmp/daemon.log" & pids+=($!)
+for _ in $(seq 100); do "$bin/pbcall" 127.0.0.1:$dp proto.DaemonService/ListAgents 2>/dev/null | grep -q running && break; sleep 0.1; done
+run $peer client --target 127.0.0.1:$mp --check manager
+run $peer client --target 127.0.0.1:$mp --check health
+run node "$src/tests/interop/daemon_check.js" 127.0.0.1:$dp "$src"
+
 if [ $fail -ne 0 ]; then echo "interop: FAILED"; exit 1; fi
 echo "interop: all checks passed"

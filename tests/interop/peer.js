@@ -512,8 +512,63 @@ const CHECKS = {
       expectStatus(await callUnary(daemon, 'Register', { hostname: 'h' }), S.UNIMPLEMENTED);
     },
   },
+  'manager-register': {
+    group: 'manager',
+    desc: 'ManagerService/RegisterNode js-node-1 with labels -> success; no node_id -> INVALID_ARGUMENT',
+    async run({ manager }) {
+      const r = await callUnary(manager, 'RegisterNode', {
+        node_id: 'js-node-1', hostname: 'js-host', ip: '127.0.0.1', os: 'linux', arch: 'amd64',
+        labels: { env: 'interop' }, daemon_version: 'grpc-js',
+      });
+      expectOk(r, 'RegisterNode');
+      expectEq('success', r.res.success, true);
+      expectStatus(await callUnary(manager, 'RegisterNode', { hostname: 'h' }), S.INVALID_ARGUMENT, 'node_id is required');
+    },
+  },
+  'manager-heartbeat': {
+    group: 'manager',
+    desc: 'Heartbeat js-node-1 -> success; empty node_id -> INVALID_ARGUMENT',
+    async run({ manager }) {
+      const r = await callUnary(manager, 'Heartbeat', { node_id: 'js-node-1', timestamp: Math.floor(Date.now() / 1000) });
+      expectOk(r, 'Heartbeat');
+      expectEq('success', r.res.success, true);
+      expectStatus(await callUnary(manager, 'Heartbeat', { node_id: '' }), S.INVALID_ARGUMENT, 'node_id is required');
+    },
+  },
+  'manager-report': {
+    group: 'manager',
+    desc: 'ReportMetrics 2 types -> success; unknown node -> success=false "node not registered"; no type -> INVALID_ARGUMENT',
+    async run({ manager }) {
+      const ts = Math.floor(Date.now() / 1000);
+      const r = await callUnary(manager, 'ReportMetrics', {
+        node_id: 'js-node-1',
+        metrics: [{ type: 'cpu', timestamp: ts, values: { usage_percent: 1.5 } },
+          { type: 'memory', timestamp: ts, values: { used: 1024, total: 4096 } }],
+      });
+      expectOk(r, 'ReportMetrics');
+      expectEq('success', r.res.success, true);
+      const u = await callUnary(manager, 'ReportMetrics', { node_id: 'nobody-js', metrics: [{ type: 'cpu', timestamp: ts, values: { a: 1 } }] });
+      expectOk(u, 'ReportMetrics unknown node');
+      expectEq('success', u.res.success, false);
+      expectEq('message', u.res.message, 'node not registered');
+      expectStatus(await callUnary(manager, 'ReportMetrics', { node_id: 'js-node-1', metrics: [{ type: '', timestamp: ts }] }),
+        S.INVALID_ARGUMENT);
+    },
+  },
+  'manager-sync': {
+    group: 'manager',
+    desc: 'DaemonService/SyncAgentStates on the manager -> success; ListAgents there -> UNIMPLEMENTED',
+    async run({ daemon }) {
+      const r = await callUnary(daemon, 'SyncAgentStates', {
+        node_id: 'js-node-1', states: [{ agent_id: 'a1', status: 'running', pid: 42, type: 'custom', version: '1' }],
+      });
+      expectOk(r, 'SyncAgentStates');
+      expectEq('success', r.res.success, true);
+      expectStatus(await callUnary(daemon, 'ListAgents', {}), S.UNIMPLEMENTED);
+    },
+  },
 };
-const GROUPS = ['test', 'tls', 'daemon'];
+const GROUPS = ['test', 'tls', 'daemon', 'manager'];
 
 function selectChecks(requested) {
   const names = (requested || ['test'])
@@ -577,6 +632,7 @@ async function runClient(argv) {
     test: new pkgs.opstest.Test(o.target, creds, shared),
     health: new pkgs.grpc.health.v1.Health(o.target, creds, shared),
     daemon: new pkgs.proto.DaemonService(o.target, creds, shared),
+    manager: new pkgs.manager.ManagerService(o.target, creds, shared),
   };
 
   let failed = 0;
