@@ -119,7 +119,7 @@ spool *spool_open(const char *dir, uint64_t max_bytes, char *err, size_t errlen)
         }
     }
     closedir(d);
-    qsort(found, nf, sizeof *found, cmp_entry);
+    if (nf) qsort(found, nf, sizeof *found, cmp_entry);
     for (size_t i = 0; i < nf; i++) {
         if (push(s, found[i].seq, found[i].size) != 0) abort();
         if (found[i].seq >= s->next_seq) s->next_seq = found[i].seq + 1;
