@@ -88,6 +88,7 @@ struct raw_manager {
     struct raw_tls *tls;
     char *heartbeat_interval, *reconnect_interval, *timeout, *metrics_interval;
     char *spool_dir, *spool_max;
+    char *keepalive_time, *keepalive_timeout, *max_message_size, *window_size, *compression;
 };
 
 struct raw_root {
@@ -230,6 +231,11 @@ static const cyaml_schema_field_t manager_fields[] = {
     STR("metrics_interval", struct raw_manager, metrics_interval),
     STR("spool_dir", struct raw_manager, spool_dir),
     STR("spool_max", struct raw_manager, spool_max),
+    STR("keepalive_time", struct raw_manager, keepalive_time),
+    STR("keepalive_timeout", struct raw_manager, keepalive_timeout),
+    STR("max_message_size", struct raw_manager, max_message_size),
+    STR("window_size", struct raw_manager, window_size),
+    STR("compression", struct raw_manager, compression),
     CYAML_FIELD_END,
 };
 
@@ -654,6 +660,14 @@ static int resolve_daemon(struct ctx *c, dconfig *cfg, const struct raw_daemon *
                     &d->resource_interval_ms) ? -1 : 0;
 }
 
+static int take_compression(struct ctx *c, const char *val, int *gzip)
+{
+    *gzip = 0;
+    if (!val || !*val || !strcmp(val, "none")) return 0;
+    if (!strcmp(val, "gzip")) { *gzip = 1; return 0; }
+    return fail(c, "", "manager.compression", "must be none or gzip (got \"%.100s\")", val);
+}
+
 static int resolve_manager(struct ctx *c, dconfig *cfg, const struct raw_manager *r)
 {
     static const struct raw_manager none;
@@ -681,7 +695,12 @@ static int resolve_manager(struct ctx *c, dconfig *cfg, const struct raw_manager
            take_dur(c, "", "manager.reconnect_interval", r->reconnect_interval, "10s", 1, &m->reconnect_interval_ms) ||
            take_dur(c, "", "manager.timeout", r->timeout, "30s", 1, &m->timeout_ms) ||
            take_dur(c, "", "manager.metrics_interval", r->metrics_interval, "60s", 1, &m->metrics_interval_ms) ||
-           take_size(c, "", "manager.spool_max", r->spool_max, "64MiB", 1, &m->spool_max_bytes) ? -1 : 0;
+           take_size(c, "", "manager.spool_max", r->spool_max, "64MiB", 1, &m->spool_max_bytes) ||
+           take_dur(c, "", "manager.keepalive_time", r->keepalive_time, "30s", 1, &m->keepalive_time_ms) ||
+           take_dur(c, "", "manager.keepalive_timeout", r->keepalive_timeout, "10s", 1, &m->keepalive_timeout_ms) ||
+           take_size(c, "", "manager.max_message_size", r->max_message_size, "10MiB", 1, &m->max_message_bytes) ||
+           take_size(c, "", "manager.window_size", r->window_size, "1MiB", 1, &m->window_bytes) ||
+           take_compression(c, r->compression, &m->gzip) ? -1 : 0;
 }
 
 static int resolve_collectors(struct ctx *c, dconfig *cfg, const struct raw_collectors *r)
@@ -1023,6 +1042,11 @@ int dconfig_dump_yaml(const dconfig *cfg, char **out)
     sb_kv_dur(&b, "  ", "metrics_interval", m->metrics_interval_ms);
     sb_kv_str(&b, "  ", "spool_dir", m->spool_dir);
     sb_kv_size(&b, "  ", "spool_max", m->spool_max_bytes);
+    sb_kv_dur(&b, "  ", "keepalive_time", m->keepalive_time_ms);
+    sb_kv_dur(&b, "  ", "keepalive_timeout", m->keepalive_timeout_ms);
+    sb_kv_size(&b, "  ", "max_message_size", m->max_message_bytes);
+    sb_kv_size(&b, "  ", "window_size", m->window_bytes);
+    sb_kv_str(&b, "  ", "compression", m->gzip ? "gzip" : "none");
 
     if (cfg->n_labels) {
         sb_printf(&b, "labels:\n");

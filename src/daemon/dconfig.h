@@ -66,6 +66,12 @@ typedef struct dconfig_manager {
     int64_t metrics_interval_ms;
     char *spool_dir;
     uint64_t spool_max_bytes;
+    /* transport to the manager (defaults: CONTRACT.md's daemon -> manager settings) */
+    int64_t keepalive_time_ms;
+    int64_t keepalive_timeout_ms;
+    uint64_t max_message_bytes;
+    uint64_t window_bytes;
+    int gzip;
 } dconfig_manager;
 
 typedef struct dconfig {

@@ -501,6 +501,11 @@ link_t *link_start(const link_opts *o, char *err, size_t errlen)
     rpc_client_opts co;
     memset(&co, 0, sizeof co);
     rpc_settings_defaults(&co.settings, RPC_PROFILE_DAEMON_CLIENT);
+    co.settings.keepalive_time_ms = cfg->manager.keepalive_time_ms;
+    co.settings.keepalive_timeout_ms = cfg->manager.keepalive_timeout_ms;
+    co.settings.max_message_bytes = (int)(cfg->manager.max_message_bytes > 0x7fffffff ? 0x7fffffff : cfg->manager.max_message_bytes);
+    co.settings.window_bytes = (int)(cfg->manager.window_bytes > 0x7fffffff ? 0x7fffffff : cfg->manager.window_bytes);
+    co.settings.gzip = cfg->manager.gzip;
     const dconfig_tls *t = &cfg->manager.tls;
     co.tls = (rpc_tls){.enabled = t->enabled, .cert_file = t->cert_file, .key_file = t->key_file,
                        .ca_file = t->ca_file, .server_name = t->server_name && *t->server_name ? t->server_name : NULL};

@@ -144,6 +144,8 @@ int main(int argc, char **argv)
     mo.settings.keepalive_time_ms = cfg->grpc.keepalive_time_ms;
     mo.settings.keepalive_timeout_ms = cfg->grpc.keepalive_timeout_ms;
     mo.settings.min_ping_interval_ms = cfg->grpc.min_ping_interval_ms;
+    mo.settings.window_bytes = (int)cfg->grpc.window_size;
+    mo.settings.gzip = cfg->grpc.gzip;
     mo.store = st;
     mo.live = live;
     mo.auto_register = cfg->node.auto_register;

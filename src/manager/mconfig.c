@@ -25,6 +25,7 @@ struct raw_grpc {
     int *port;
     struct raw_tls *tls;
     char *max_message_size, *keepalive_time, *keepalive_timeout, *min_ping_interval;
+    char *window_size, *compression;
 };
 
 struct raw_database {
@@ -72,6 +73,8 @@ static const cyaml_schema_field_t grpc_fields[] = {
     STR("keepalive_time", struct raw_grpc, keepalive_time),
     STR("keepalive_timeout", struct raw_grpc, keepalive_timeout),
     STR("min_ping_interval", struct raw_grpc, min_ping_interval),
+    STR("window_size", struct raw_grpc, window_size),
+    STR("compression", struct raw_grpc, compression),
     CYAML_FIELD_END,
 };
 
@@ -228,6 +231,19 @@ static void apply(checker *ck, const struct raw *r, mconfig *c)
              &c->grpc.keepalive_timeout_ms);
     duration(ck, "grpc.min_ping_interval", g->min_ping_interval, 20000, 0,
              &c->grpc.min_ping_interval_ms);
+    c->grpc.window_size = 1u << 20;
+    if (g->window_size) {
+        if (units_parse_size(g->window_size, &c->grpc.window_size) < 0)
+            bad(ck, "grpc.window_size", g->window_size, "not a size", "e.g. 1MiB, 65536");
+        else if (c->grpc.window_size < 65535 || c->grpc.window_size > 0x7fffffffu)
+            bad(ck, "grpc.window_size", g->window_size, "out of range", "from 64KiB to 2GiB - 1");
+    }
+    c->grpc.gzip = 0;
+    if (g->compression) {
+        if (!strcmp(g->compression, "gzip")) c->grpc.gzip = 1;
+        else if (strcmp(g->compression, "none") != 0)
+            bad(ck, "grpc.compression", g->compression, "unknown compression", "none or gzip");
+    }
 
     c->database.driver = dup_or(ck, d->driver, "sqlite");
     if (c->database.driver && strcmp(c->database.driver, "sqlite") != 0 &&
@@ -401,6 +417,8 @@ char *mconfig_dump_yaml(const mconfig *c)
     fprintf(f, "  keepalive_time: %s\n", dur(c->grpc.keepalive_time_ms, b, sizeof b));
     fprintf(f, "  keepalive_timeout: %s\n", dur(c->grpc.keepalive_timeout_ms, b, sizeof b));
     fprintf(f, "  min_ping_interval: %s\n", dur(c->grpc.min_ping_interval_ms, b, sizeof b));
+    fprintf(f, "  window_size: \"%llu\"\n", (unsigned long long)c->grpc.window_size);
+    fprintf(f, "  compression: %s\n", c->grpc.gzip ? "gzip" : "none");
     fprintf(f, "database:\n  driver: ");
     put_str(f, c->database.driver);
     fprintf(f, "\n  dsn: ");

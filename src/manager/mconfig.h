@@ -30,6 +30,8 @@ typedef struct mconfig_grpc {
     int64_t keepalive_time_ms;    /* default 60 s */
     int64_t keepalive_timeout_ms; /* default 20 s */
     int64_t min_ping_interval_ms; /* default 20 s */
+    uint64_t window_size;         /* HTTP/2 stream and connection window; default 1 MiB */
+    int gzip;                     /* compression: none (default) or gzip for what we send */
 } mconfig_grpc;
 
 typedef struct mconfig_database {
