@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(
-  build-essential cmake pkg-config clang
+  build-essential cmake pkg-config clang libclang-rt-14-dev   # clang + libFuzzer for scripts/fuzz.sh
   libgrpc-dev protobuf-c-compiler libprotobuf-c-dev   # gRPC C core + protobuf-c messages
   libcyaml-dev                                         # YAML config files
   libjansson-dev                                       # JSON (agent heartbeats, opsctl -o json)

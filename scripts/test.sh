@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what is missing, builds twice (plain, and with
-# AddressSanitizer + UndefinedBehaviorSanitizer) and runs every CTest test in both builds.
+# The whole test suite: installs what is missing, runs the libFuzzer harnesses for a while,
+# then builds twice (plain, and with AddressSanitizer + UndefinedBehaviorSanitizer) and runs
+# every CTest test in both builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -11,6 +12,9 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}
 
 rc=0
+# Fuzzing first, so that the last lines printed are CTest's summary.
+echo "=== fuzz (libFuzzer, ${OPS_FUZZ_SECONDS:-20}s per harness)"
+bash scripts/fuzz.sh "${OPS_FUZZ_SECONDS:-20}" || rc=1
 for variant in plain sanitize; do
   dir=build; extra=()
   if [ "$variant" = sanitize ]; then dir=build-asan; extra=(-DOPS_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug); fi
