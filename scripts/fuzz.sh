@@ -15,7 +15,7 @@ for t in config units spool; do
   log=build-fuzz/fuzz_$t.log
   if (cd build-fuzz/fuzz && ./fuzz_$t -max_total_time="$secs" -max_len=8192 -print_final_stats=1 \
         "../../$work" "../../tests/fuzz/corpus/$t") >"$log" 2>&1; then
-    echo "fuzz_$t: ok, $(awk -F: '/stat::number_of_executed_units/{gsub(/ /,"",$2); print $2}' "$log") inputs"
+    echo "fuzz_$t: ok, $(sed -n 's/^stat::number_of_executed_units: *//p' "$log") inputs"
   else
     rc=1
     echo "fuzz_$t: FAILED"; grep -E "^(==[0-9]+==|SUMMARY|.*runtime error)" "$log" | head -20
