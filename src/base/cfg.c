@@ -65,9 +65,9 @@ int cfg_load_string(const char *name, const char *yaml, size_t len,
     return finish(name, e, &d, err, errlen);
 }
 
-int cfg_load(const char *path, const cyaml_schema_value_t *schema, void **out, char *err,
-             size_t errlen)
+int cfg_read_file(const char *path, char **out, size_t *outlen, char *err, size_t errlen)
 {
+    *out = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
@@ -82,13 +82,26 @@ int cfg_load(const char *path, const cyaml_schema_value_t *schema, void **out, c
             if (!nb) { free(buf); fclose(f); snprintf(err, errlen, "%s: out of memory", path); return -1; }
             buf = nb;
         }
-        size_t n = fread(buf + len, 1, cap - len, f);
+        size_t n = fread(buf + len, 1, cap - len - 1, f);
         len += n;
         if (n == 0) break;
     }
     int rerr = ferror(f);
     fclose(f);
     if (rerr) { free(buf); snprintf(err, errlen, "%s: read error", path); return -1; }
+    buf[len] = 0;
+    *out = buf;
+    if (outlen) *outlen = len;
+    return 0;
+}
+
+int cfg_load(const char *path, const cyaml_schema_value_t *schema, void **out, char *err,
+             size_t errlen)
+{
+    char *buf;
+    size_t len;
+    *out = NULL;
+    if (cfg_read_file(path, &buf, &len, err, errlen) != 0) return -1;
     int rc = cfg_load_string(path, buf, len, schema, out, err, errlen);
     free(buf);
     return rc;

@@ -17,6 +17,9 @@ int cfg_load(const char *path, const cyaml_schema_value_t *schema, void **out, c
 int cfg_load_string(const char *name, const char *yaml, size_t len,
                     const cyaml_schema_value_t *schema, void **out, char *err, size_t errlen);
 void cfg_free(const cyaml_schema_value_t *schema, void *data);
+/* Reads a whole file into *buf (malloc'd, NUL-terminated; *len excludes the NUL). Returns 0,
+ * or -1 with err "FILE: cannot open: reason". */
+int cfg_read_file(const char *path, char **buf, size_t *len, char *err, size_t errlen);
 /* Serialises data back to YAML (caller frees *yaml with free()). Returns 0 or -1. */
 int cfg_save_string(const cyaml_schema_value_t *schema, const void *data, char **yaml,
                     size_t *len);

@@ -329,36 +329,9 @@ int mconfig_load(const char *path, mconfig **out, char *err, size_t errlen)
 {
     *out = NULL;
     if (!path) return build("(defaults)", NULL, out, err, errlen);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return -1;
-    }
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    for (;;) {
-        if (len + 4096 > cap) {
-            cap = cap ? cap * 2 : 8192;
-            char *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                snprintf(err, errlen, "%s: out of memory", path);
-                return -1;
-            }
-            buf = nb;
-        }
-        size_t n = fread(buf + len, 1, cap - len, f);
-        len += n;
-        if (n == 0) break;
-    }
-    int rerr = ferror(f);
-    fclose(f);
-    if (rerr) {
-        free(buf);
-        snprintf(err, errlen, "%s: read error", path);
-        return -1;
-    }
+    char *buf;
+    size_t len;
+    if (cfg_read_file(path, &buf, &len, err, errlen) != 0) return -1;
     int rc = mconfig_load_string(path, buf, len, out, err, errlen);
     free(buf);
     return rc;

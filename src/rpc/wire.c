@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/cfg.h"
 #include "base/log.h"
 
 /* ---- arena -------------------------------------------------------------------------------- */
@@ -195,35 +196,7 @@ void wire_args_build(wire_args *w, const rpc_settings *s, int is_server, const c
 
 int wire_read_file(const char *path, char **out, char *err, size_t errlen)
 {
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    size_t cap = 4096, len = 0;
-    char *buf = malloc(cap);
-    if (!buf) abort();
-    size_t n;
-    while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (cap - len - 1 == 0) {
-            cap *= 2;
-            char *nb = realloc(buf, cap);
-            if (!nb) abort();
-            buf = nb;
-        }
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        snprintf(err, errlen, "%s: read error", path);
-        return -1;
-    }
-    buf[len] = 0;
-    *out = buf;
-    return 0;
+    return cfg_read_file(path, out, NULL, err, errlen);
 }
 
 grpc_server_credentials *wire_server_creds(const rpc_tls *t, char *err, size_t errlen)
