@@ -25,8 +25,8 @@
 #include "rpc/wire.h"
 
 #define MAX_LISTEN 8
-#define POSTS_PER_METHOD 4
-#define GENERIC_POSTS 2
+#define POSTS_PER_METHOD 2 /* per completion queue */
+#define GENERIC_POSTS 1
 
 enum tag_kind { TAG_REQUEST, TAG_FINISH, TAG_SEND, TAG_CLOSE, TAG_SHUTDOWN };
 struct tag {
@@ -56,6 +56,7 @@ struct rpc_ctx {
     int recv_cancelled;
     int sent_initial_md;
     int is_stream;
+    int cqi;      /* the completion queue (and so the worker) this call lives on */
     int accepted; /* matched with a client call: counted in calls_live */
     char trace_id[40];
     char *peer;
@@ -74,14 +75,23 @@ struct health_entry {
     int serving;
 };
 
+struct worker_arg {
+    rpc_server *s;
+    int i;
+};
+
 struct rpc_server {
     char name[32];
     grpc_server *server;
-    grpc_completion_queue *cq;
+    /* One completion queue per worker: a call's completions all go to the worker that took
+     * it, which avoids waking several threads per call (measured: bench/RESULTS.md). */
+    grpc_completion_queue **cqs;
+    struct worker_arg *wargs;
     struct smethod *methods;
     size_t n_methods, cap_methods;
     pthread_t *workers;
-    int n_workers;
+    int n_workers; /* completion queues, one worker each */
+    int n_threads; /* workers actually started */
     int ports[MAX_LISTEN];
     size_t n_ports;
     int started, shut, quiet;
@@ -103,7 +113,7 @@ struct rpc_server {
 
 #define CTX_OF(ptr, member) ((rpc_ctx *)((char *)(ptr) - offsetof(rpc_ctx, member)))
 
-static void post_request(rpc_server *s, struct smethod *sm);
+static void post_request(rpc_server *s, struct smethod *sm, int cqi);
 static void finish(rpc_ctx *c, int code);
 
 /* ---- ctx lifetime ------------------------------------------------------------------------- */
@@ -395,7 +405,7 @@ static void on_request(rpc_ctx *c, int ok)
     pthread_mutex_lock(&s->mu);
     s->calls_live++;
     pthread_mutex_unlock(&s->mu);
-    if (!atomic_load(&s->stopping)) post_request(s, c->sm);
+    if (!atomic_load(&s->stopping)) post_request(s, c->sm, c->cqi);
     clock_gettime(CLOCK_MONOTONIC, &c->t0);
     c->arena = wire_arena_new();
     c->peer = grpc_call_get_peer(c->call);
@@ -463,15 +473,17 @@ static void on_request(rpc_ctx *c, int ok)
     }
 }
 
-static void post_request(rpc_server *s, struct smethod *sm)
+static void post_request(rpc_server *s, struct smethod *sm, int cqi)
 {
     rpc_ctx *c = ctx_new(s, sm);
+    c->cqi = cqi;
+    grpc_completion_queue *cq = s->cqs[cqi];
     grpc_call_error e;
     if (sm)
         e = grpc_server_request_registered_call(s->server, sm->handle, &c->call, &c->deadline, &c->md,
-                                                &c->payload, s->cq, s->cq, &c->t_req);
+                                                &c->payload, cq, cq, &c->t_req);
     else
-        e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, s->cq, s->cq, &c->t_req);
+        e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, cq, cq, &c->t_req);
     if (e != GRPC_CALL_OK) {
         if (!atomic_load(&s->stopping))
             log_error("rpc.request_failed", "server=%s error=%s", s->name, grpc_call_error_to_string(e));
@@ -483,9 +495,11 @@ static void post_request(rpc_server *s, struct smethod *sm)
 
 static void *worker_main(void *arg)
 {
-    rpc_server *s = arg;
+    struct worker_arg *wa = arg;
+    rpc_server *s = wa->s;
+    grpc_completion_queue *cq = s->cqs[wa->i];
     for (;;) {
-        grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+        grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
         if (ev.type != GRPC_OP_COMPLETE) continue;
         struct tag *t = ev.tag;
@@ -636,8 +650,14 @@ rpc_server *rpc_server_new(const rpc_server_opts *o, char *err, size_t errlen)
     wire_args wa;
     wire_args_build(&wa, &st, 1, NULL, NULL);
     s->server = grpc_server_create(&wa.ca, NULL);
-    s->cq = grpc_completion_queue_create_for_next(NULL);
-    grpc_server_register_completion_queue(s->server, s->cq, NULL);
+    s->cqs = calloc((size_t)s->n_workers, sizeof *s->cqs);
+    s->wargs = calloc((size_t)s->n_workers, sizeof *s->wargs);
+    if (!s->cqs || !s->wargs) abort();
+    for (int i = 0; i < s->n_workers; i++) {
+        s->cqs[i] = grpc_completion_queue_create_for_next(NULL);
+        grpc_server_register_completion_queue(s->server, s->cqs[i], NULL);
+        s->wargs[i] = (struct worker_arg){s, i};
+    }
 
     grpc_server_credentials *creds = wire_server_creds(&o->tls, err, errlen);
     if (!creds) goto fail;
@@ -667,8 +687,12 @@ rpc_server *rpc_server_new(const rpc_server_opts *o, char *err, size_t errlen)
     return s;
 fail:
     grpc_server_destroy(s->server);
-    grpc_completion_queue_shutdown(s->cq);
-    grpc_completion_queue_destroy(s->cq);
+    for (int i = 0; i < s->n_workers; i++) {
+        grpc_completion_queue_shutdown(s->cqs[i]);
+        grpc_completion_queue_destroy(s->cqs[i]);
+    }
+    free(s->cqs);
+    free(s->wargs);
     free(s->methods);
     free(s);
     grpc_shutdown();
@@ -711,16 +735,18 @@ int rpc_server_start(rpc_server *s, char *err, size_t errlen)
     }
     grpc_server_start(s->server);
     s->started = 1;
-    for (size_t i = 0; i < s->n_methods; i++)
-        for (int k = 0; k < POSTS_PER_METHOD; k++) post_request(s, &s->methods[i]);
-    for (int k = 0; k < GENERIC_POSTS; k++) post_request(s, NULL);
+    for (int q = 0; q < s->n_workers; q++) {
+        for (size_t i = 0; i < s->n_methods; i++)
+            for (int k = 0; k < POSTS_PER_METHOD; k++) post_request(s, &s->methods[i], q);
+        for (int k = 0; k < GENERIC_POSTS; k++) post_request(s, NULL, q);
+    }
     s->workers = calloc((size_t)s->n_workers, sizeof *s->workers);
     if (!s->workers) abort();
     for (int i = 0; i < s->n_workers; i++) {
-        int e = pthread_create(&s->workers[i], NULL, worker_main, s);
+        int e = pthread_create(&s->workers[i], NULL, worker_main, &s->wargs[i]);
+        if (e == 0) s->n_threads++;
         if (e != 0) {
             snprintf(err, errlen, "cannot start worker thread: %s", strerror(e));
-            s->n_workers = i;
             return -1;
         }
     }
@@ -765,15 +791,15 @@ void rpc_server_shutdown(rpc_server *s, int64_t grace_ms)
     pthread_cond_broadcast(&s->hcv);
     pthread_mutex_unlock(&s->hmu);
     atomic_store(&s->stopping, 1);
-    grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
+    grpc_server_shutdown_and_notify(s->server, s->cqs[0], &s->t_shutdown);
     int cancelled = 0;
     if (!wait_shutdown(s, grace_ms < 0 ? 0 : grace_ms)) {
         cancelled = 1;
         grpc_server_cancel_all_calls(s->server);
         wait_shutdown(s, -1);
     }
-    grpc_completion_queue_shutdown(s->cq);
-    for (int i = 0; i < s->n_workers; i++) pthread_join(s->workers[i], NULL);
+    for (int i = 0; i < s->n_workers; i++) grpc_completion_queue_shutdown(s->cqs[i]);
+    for (int i = 0; i < s->n_threads; i++) pthread_join(s->workers[i], NULL);
     log_info("rpc.shutdown", "server=%s duration_ms=%.1f cancelled_calls=%d", s->name, elapsed_ms(&t0), cancelled);
 }
 
@@ -782,8 +808,12 @@ void rpc_server_free(rpc_server *s)
     if (!s) return;
     rpc_server_shutdown(s, 0);
     grpc_server_destroy(s->server);
-    if (!s->started) grpc_completion_queue_shutdown(s->cq);
-    grpc_completion_queue_destroy(s->cq);
+    for (int i = 0; i < s->n_workers; i++) {
+        if (!s->started) grpc_completion_queue_shutdown(s->cqs[i]);
+        grpc_completion_queue_destroy(s->cqs[i]);
+    }
+    free(s->cqs);
+    free(s->wargs);
     for (size_t i = 0; i < s->n_health; i++) free(s->health[i].service);
     free(s->health);
     free(s->methods);
