@@ -83,8 +83,9 @@ struct worker_arg {
 struct rpc_server {
     char name[32];
     grpc_server *server;
-    /* One completion queue per worker: a call's completions all go to the worker that took
-     * it, which avoids waking several threads per call (measured: bench/RESULTS.md). */
+    /* One completion queue per worker: all of a call's completions go to the worker that took
+     * it, so no two workers contend for one queue. The price: a handler that blocks holds up
+     * the calls queued behind it on its worker, hence RPC_METHOD_SLOW and RPC_PENDING. */
     grpc_completion_queue **cqs;
     struct worker_arg *wargs;
     struct smethod *methods;
