@@ -35,7 +35,8 @@ static const char usage[] =
     "\n"
     "Signals: SIGTERM/SIGINT stop; SIGHUP reloads FILE (added agents start, removed ones\n"
     "stop, changed ones restart) and reopens the log file.\n"
-    "Exit codes: 0 clean stop or valid config, 1 runtime failure, 2 usage or config error.\n";
+    "Exit codes: 0 clean stop (or, with --check-config, a valid file), 1 runtime failure (or an\n"
+    "invalid file with --check-config), 2 usage error or a config that does not load.\n";
 
 struct daemon_state {
     const char *config_path;
@@ -121,7 +122,7 @@ int main(int argc, char **argv)
     char err[1024];
     if (dconfig_load(d.config_path, &d.cfg, err, sizeof err) != 0) {
         fprintf(stderr, "ops-daemon: %s\n", err);
-        return 2;
+        return check_only ? 1 : 2; /* --check-config: 1 = the file is not valid */
     }
     if (check_only) {
         printf("%s: ok (%zu agents)\n", d.config_path, d.cfg->n_agents);

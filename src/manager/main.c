@@ -30,7 +30,8 @@ static const char usage[] =
     "\n"
     "Signals: SIGTERM/SIGINT stop (in-flight calls finish, liveness is flushed, the store is\n"
     "closed); SIGHUP reopens the log file.\n"
-    "Exit codes: 0 clean stop or valid config, 1 runtime failure, 2 usage or config error.\n";
+    "Exit codes: 0 clean stop (or, with --check-config, a valid file), 1 runtime failure (or an\n"
+    "invalid file with --check-config), 2 usage error or a config that does not load.\n";
 
 /* The pool's resolver: a node's DaemonService address as it registered it, else its IP on
  * the contract's default port. */
@@ -72,7 +73,7 @@ int main(int argc, char **argv)
     mconfig *cfg;
     if (mconfig_load(path, &cfg, err, sizeof err) != 0) {
         fprintf(stderr, "ops-manager: %s\n", err);
-        return 2;
+        return mode == 1 ? 1 : 2; /* --check-config: 1 = the file is not valid */
     }
     if (mode == 1) {
         printf("%s: ok\n", path);

@@ -37,7 +37,8 @@ write_config ""
 out=$("$BIN/ops-daemon" --check-config "$T/daemon.yaml") || fail "check-config on a good file: $out"
 pass "check-config good: $out"
 printf 'daemon:\n  grpc_port: 9091\nagents:\n  - id: x\n    binary_path: bin/relative\n' > "$T/bad.yaml"
-if out=$("$BIN/ops-daemon" --check-config "$T/bad.yaml" 2>&1); then fail "bad config accepted"; fi
+rc=0; out=$("$BIN/ops-daemon" --check-config "$T/bad.yaml" 2>&1) || rc=$?
+expect_eq "$rc" 1 "--check-config exit code on a bad file"
 echo "$out" | grep -q "bad.yaml" && echo "$out" | grep -q "binary_path" || fail "bad config message: $out"
 pass "check-config bad: $out"
 "$BIN/ops-daemon" --help | grep -q -- "--check-config" || fail "--help"

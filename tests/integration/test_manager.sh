@@ -33,7 +33,8 @@ sql() { sqlite3 -cmd ".timeout 5000" "$DB" "$1"; }
 
 out=$("$BIN/ops-manager" --check-config "$T/manager.yaml") || fail "check-config good: $out"
 printf 'grpc:\n  port: 9090\n  colour: blue\n' > "$T/bad1.yaml"
-out=$("$BIN/ops-manager" --check-config "$T/bad1.yaml" 2>&1) && fail "unknown key accepted"
+rc=0; out=$("$BIN/ops-manager" --check-config "$T/bad1.yaml" 2>&1) || rc=$?
+expect_eq "$rc" 1 "--check-config exit code on a bad file"
 echo "$out" | grep -q "bad1.yaml" && echo "$out" | grep -q "colour" || fail "unknown key message: $out"
 printf 'node:\n  heartbeat_interval: 10 seconds\n' > "$T/bad2.yaml"
 out=$("$BIN/ops-manager" --check-config "$T/bad2.yaml" 2>&1) && fail "bad duration accepted"
