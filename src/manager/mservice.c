@@ -135,6 +135,31 @@ static int heartbeat(rpc_ctx *c, const void *reqv, void *respv, void *user)
     return RPC_OK;
 }
 
+/* What the commit callback needs to answer a ReportMetrics call (lives in the call's arena). */
+struct report_done {
+    rpc_ctx *c;
+    Manager__ReportMetricsResponse *resp;
+    const char *node_id;
+    size_t values;
+};
+
+static void report_committed(void *user, int rc, const char *err, size_t inserted)
+{
+    struct report_done *rd = user;
+    rpc_ctx *c = rd->c;
+    if (rc != 0) {
+        log_error("metrics.store_failed", "node=%s values=%zu error=\"%s\" trace_id=%s", rd->node_id, rd->values, err,
+                  rpc_ctx_trace_id(c));
+        rd->resp->success = 0;
+        rd->resp->message = rpc_ctx_sprintf(c, "cannot store the metrics: %s", err);
+    } else {
+        log_debug("metrics.stored", "node=%s values=%zu new=%zu trace_id=%s", rd->node_id, rd->values, inserted, rpc_ctx_trace_id(c));
+        rd->resp->success = 1;
+        rd->resp->message = rpc_ctx_sprintf(c, "stored %zu values", inserted);
+    }
+    rpc_ctx_complete(c, RPC_OK);
+}
+
 static int report_metrics(rpc_ctx *c, const void *reqv, void *respv, void *user)
 {
     mservice *m = user;
@@ -172,18 +197,11 @@ static int report_metrics(rpc_ctx *c, const void *reqv, void *respv, void *user)
         in[i] = (store_metric_in){.type = d->type, .ts = d->timestamp, .values = vals + o, .n_values = d->n_values};
         for (size_t k = 0; k < d->n_values; k++) vals[o++] = (store_metric_value){d->values[k]->key, d->values[k]->value};
     }
-    char err[512];
-    size_t inserted = 0;
-    if (store_insert_metrics(m->st, req->node_id, in, req->n_metrics, &inserted, err, sizeof err) != 0) {
-        log_error("metrics.store_failed", "node=%s values=%zu error=\"%s\" trace_id=%s", req->node_id, nv, err, rpc_ctx_trace_id(c));
-        resp->success = 0;
-        resp->message = rpc_ctx_sprintf(c, "cannot store the metrics: %s", err);
-        return RPC_OK;
-    }
-    log_debug("metrics.stored", "node=%s values=%zu new=%zu trace_id=%s", req->node_id, nv, inserted, rpc_ctx_trace_id(c));
-    resp->success = 1;
-    resp->message = rpc_ctx_sprintf(c, "stored %zu values", inserted);
-    return RPC_OK;
+    struct report_done *rd = rpc_ctx_alloc(c, sizeof *rd);
+    *rd = (struct report_done){c, resp, req->node_id, nv};
+    /* Answered from the store's writer thread once the commit is done: no thread waits. */
+    store_insert_metrics_async(m->st, req->node_id, in, req->n_metrics, report_committed, rd);
+    return RPC_PENDING;
 }
 
 static int sync_agents(rpc_ctx *c, const void *reqv, void *respv, void *user)
@@ -234,12 +252,13 @@ mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen)
     m->auto_register = o->auto_register;
     m->hb_s = o->heartbeat_interval_s;
     m->metrics_s = o->metrics_interval_s;
-    /* Writes wait for a group commit; they run on threads of their own (RPC_METHOD_SLOW) so
-     * that many can share one commit while the workers keep answering heartbeats. */
+    /* ReportMetrics, the hot write, returns RPC_PENDING and is answered by the store's commit
+     * callback. The rarer writes (register, sync) wait for their commit on threads of their
+     * own (RPC_METHOD_SLOW), so that the workers keep answering heartbeats meanwhile. */
     rpc_method t[] = {
         {"/manager.ManagerService/RegisterNode", &manager__register_node_request__descriptor, &manager__register_node_response__descriptor, register_node, NULL, m, RPC_METHOD_SLOW},
         {"/manager.ManagerService/Heartbeat", &manager__heartbeat_request__descriptor, &manager__heartbeat_response__descriptor, heartbeat, NULL, m, 0},
-        {"/manager.ManagerService/ReportMetrics", &manager__report_metrics_request__descriptor, &manager__report_metrics_response__descriptor, report_metrics, NULL, m, RPC_METHOD_SLOW},
+        {"/manager.ManagerService/ReportMetrics", &manager__report_metrics_request__descriptor, &manager__report_metrics_response__descriptor, report_metrics, NULL, m, 0},
         {"/proto.DaemonService/SyncAgentStates", &proto__sync_agent_states_request__descriptor, &proto__sync_agent_states_response__descriptor, sync_agents, NULL, m, RPC_METHOD_SLOW},
         {"/proto.DaemonService/Register", &proto__register_request__descriptor, &proto__register_response__descriptor, not_here, NULL, m, 0},
         {"/proto.DaemonService/Heartbeat", &proto__heartbeat_request__descriptor, &proto__heartbeat_response__descriptor, not_here, NULL, m, 0},

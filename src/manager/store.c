@@ -66,6 +66,19 @@ int store_insert_metrics(store *s, const char *node_id, const store_metric_in *m
     return s->drv->insert_metrics(s, node_id, m, n, inserted, err, errlen);
 }
 
+void store_insert_metrics_async(store *s, const char *node_id, const store_metric_in *m, size_t n,
+                                store_done_fn cb, void *user)
+{
+    if (s->drv->insert_metrics_async) {
+        s->drv->insert_metrics_async(s, node_id, m, n, cb, user);
+        return;
+    }
+    char err[512] = "";
+    size_t inserted = 0;
+    int rc = s->drv->insert_metrics(s, node_id, m, n, &inserted, err, sizeof err);
+    cb(user, rc, err, inserted);
+}
+
 int store_delete_metrics_before(store *s, int64_t before, size_t batch_limit, uint64_t *deleted,
                                 char *err, size_t errlen)
 {

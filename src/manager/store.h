@@ -200,6 +200,12 @@ int store_sync_agents(store *s, const char *node_id, const store_agent_in *a, si
  * skipped, so a retried report never counts twice. *inserted (may be NULL) = values new. */
 int store_insert_metrics(store *s, const char *node_id, const store_metric_in *m, size_t n,
                          size_t *inserted, char *err, size_t errlen);
+/* The same without blocking: cb runs exactly once, on the store's writer thread (or on the
+ * caller's, when the request is refused before it is queued), after the commit. node_id and m
+ * need only live until this call returns. cb must be quick and must not call the store. */
+typedef void (*store_done_fn)(void *user, int rc, const char *err, size_t inserted);
+void store_insert_metrics_async(store *s, const char *node_id, const store_metric_in *m, size_t n,
+                                store_done_fn cb, void *user);
 /* Retention: deletes metric points with ts < before, batch_limit rows per transaction (0 =
  * 5000) so ingestion waits at most one small batch. *deleted (may be NULL) = rows deleted,
  * also when it fails part way. */
@@ -245,6 +251,9 @@ typedef struct store_driver {
                        size_t);
     int (*insert_metrics)(store *, const char *, const store_metric_in *, size_t, size_t *,
                           char *, size_t);
+    /* optional: NULL makes store_insert_metrics_async call insert_metrics and then cb */
+    void (*insert_metrics_async)(store *, const char *, const store_metric_in *, size_t, store_done_fn,
+                                 void *);
     int (*delete_metrics_before)(store *, int64_t, size_t, uint64_t *, char *, size_t);
     int (*delete_node)(store *, const char *, int *, char *, size_t);
     int (*list_nodes)(store *, const store_node_filter *, store_node_list *, char *, size_t);

@@ -205,7 +205,9 @@ typedef int (*write_fn)(sqlstore *s, void *arg, char *err, size_t errlen);
 
 enum { REQ_PENDING, REQ_IN_TXN, REQ_FINISHED };
 
-/* A queued write. Lives on the submitting caller's stack, which waits until done is set. */
+/* A queued write. A blocking one lives on the submitting caller's stack, which waits until
+ * done is set; an asynchronous one (cb set) is heap-allocated with its arguments and freed by
+ * the writer after cb ran. */
 typedef struct wreq {
     write_fn fn;
     void *arg;
@@ -216,6 +218,7 @@ typedef struct wreq {
     int done;
     pthread_cond_t cv; /* the caller sleeps on its own, so a commit wakes only its requests */
     struct wreq *next;
+    void (*cb)(struct wreq *r); /* async: reports the outcome and frees r */
 } wreq;
 
 struct sqlstore {
@@ -356,6 +359,17 @@ static void *writer_main(void *arg)
 
         run_batch(s, batch);
 
+        /* Asynchronous requests are answered outside the lock; they own themselves. */
+        wreq **link = &batch;
+        while (*link) {
+            wreq *r = *link;
+            if (r->cb) {
+                *link = r->next;
+                r->cb(r);
+            } else {
+                link = &r->next;
+            }
+        }
         pthread_mutex_lock(&s->mu);
         for (wreq *r = batch; r;) {
             wreq *next = r->next; /* r may be gone as soon as done is seen */
@@ -398,6 +412,23 @@ static void *ckpt_main(void *arg)
     }
     pthread_mutex_unlock(&s->cmu);
     return NULL;
+}
+
+/* Queues r without waiting. 0, or -1 when the store is closing (r was not queued). */
+static int submit_async(sqlstore *s, wreq *r)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping) {
+        pthread_mutex_unlock(&s->mu);
+        return -1;
+    }
+    r->next = NULL;
+    if (s->tail) s->tail->next = r;
+    else s->head = r;
+    s->tail = r;
+    pthread_cond_signal(&s->work_cv);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
 }
 
 static int submit(sqlstore *s, write_fn fn, void *arg, char *err, size_t errlen)
@@ -838,49 +869,132 @@ static void sb_double(sbuf *b, double v)
     sb_put(b, num, strlen(num));
 }
 
+/* Encodes the values of each MetricData as one JSON object (the row's vals) into *b, on the
+ * caller's thread, so the single writer only binds and steps. Values that are not finite have
+ * no JSON form (nor meaning as a measurement) and are skipped. Returns the number of rows, or
+ * -1 when out of memory. enc[i].vals point into b->p. */
+static long encode_metrics(const store_metric_in *m, size_t n, enc_metric *enc, sbuf *b)
+{
+    size_t *offs = calloc(n ? n : 1, sizeof *offs);
+    size_t ne = 0;
+    if (!offs) return -1;
+    for (size_t i = 0; i < n && !b->oom; i++) {
+        size_t start = b->len, cnt = 0;
+        sb_put(b, "{", 1);
+        for (size_t j = 0; j < m[i].n_values; j++) {
+            double v = m[i].values[j].value;
+            if (!isfinite(v)) continue;
+            if (cnt++) sb_put(b, ",", 1);
+            sb_json_string(b, m[i].values[j].key ? m[i].values[j].key : "");
+            sb_put(b, ":", 1);
+            sb_double(b, v);
+        }
+        sb_put(b, "}", 1);
+        sb_put(b, "", 1); /* the NUL that ends this object stays in the buffer */
+        if (!cnt) { b->len = start; continue; }
+        enc[ne] = (enc_metric){m[i].type ? m[i].type : "", m[i].ts, NULL, cnt};
+        offs[ne++] = start;
+    }
+    if (!b->oom)
+        for (size_t i = 0; i < ne; i++) enc[i].vals = b->p + offs[i];
+    free(offs);
+    return b->oom ? -1 : (long)ne;
+}
+
 static int sq_insert_metrics(store *st, const char *node_id, const store_metric_in *m, size_t n,
                              size_t *inserted, char *err, size_t errlen)
 {
     if (inserted) *inserted = 0;
     if (need_id(node_id, err, errlen) < 0) return -1;
     if (!n) return 0;
-    /* Encode here, on the caller's thread, so the single writer only binds and steps. Values
-     * that are not finite have no JSON form (nor meaning as a measurement) and are skipped. */
     enc_metric *enc = calloc(n, sizeof *enc);
-    size_t *offs = calloc(n, sizeof *offs);
     sbuf b = {0};
-    size_t ne = 0;
-    if (!enc || !offs) b.oom = 1;
-    for (size_t i = 0; i < n && !b.oom; i++) {
-        size_t start = b.len, cnt = 0;
-        sb_put(&b, "{", 1);
-        for (size_t j = 0; j < m[i].n_values; j++) {
-            double v = m[i].values[j].value;
-            if (!isfinite(v)) continue;
-            if (cnt++) sb_put(&b, ",", 1);
-            sb_json_string(&b, m[i].values[j].key ? m[i].values[j].key : "");
-            sb_put(&b, ":", 1);
-            sb_double(&b, v);
-        }
-        sb_put(&b, "}", 1);
-        sb_put(&b, "", 1); /* the NUL that ends this object stays in the buffer */
-        if (!cnt) { b.len = start; continue; }
-        enc[ne] = (enc_metric){m[i].type ? m[i].type : "", m[i].ts, NULL, cnt};
-        offs[ne++] = start;
-    }
+    long ne = enc ? encode_metrics(m, n, enc, &b) : -1;
     int rc = -1;
-    if (b.oom) {
+    if (ne < 0) {
         snprintf(err, errlen, "store metrics: out of memory");
     } else {
-        for (size_t i = 0; i < ne; i++) enc[i].vals = b.p + offs[i];
-        struct metrics_args a = {node_id, enc, ne, 0};
+        struct metrics_args a = {node_id, enc, (size_t)ne, 0};
         rc = ne ? submit(impl(st), w_metrics, &a, err, errlen) : 0;
         if (rc == 0 && inserted) *inserted = a.inserted;
     }
     free(b.p);
-    free(offs);
     free(enc);
     return rc;
+}
+
+/* An asynchronous insert: the request, its arguments and their copies in one allocation's
+ * worth of ownership, freed by async_done. */
+typedef struct async_metrics {
+    wreq r;
+    struct metrics_args a;
+    enc_metric *enc;
+    sbuf b;
+    char *node_id;
+    char *types; /* copies of the type strings the rows point at */
+    store_done_fn cb;
+    void *user;
+    char err[512];
+} async_metrics;
+
+static void async_metrics_free(async_metrics *am)
+{
+    free(am->b.p);
+    free(am->enc);
+    free(am->types);
+    free(am->node_id);
+    free(am);
+}
+
+static void async_done(wreq *r)
+{
+    async_metrics *am = (async_metrics *)r; /* r is the first member */
+    am->cb(am->user, r->rc, am->err, r->rc == 0 ? am->a.inserted : 0);
+    async_metrics_free(am);
+}
+
+static void sq_insert_metrics_async(store *st, const char *node_id, const store_metric_in *m, size_t n,
+                                    store_done_fn cb, void *user)
+{
+    char err[512];
+    if (need_id(node_id, err, sizeof err) < 0) { cb(user, -1, err, 0); return; }
+    if (!n) { cb(user, 0, "", 0); return; }
+    async_metrics *am = calloc(1, sizeof *am);
+    size_t tlen = 0;
+    for (size_t i = 0; i < n; i++) tlen += strlen(m[i].type ? m[i].type : "") + 1;
+    if (am) {
+        am->enc = calloc(n, sizeof *am->enc);
+        am->node_id = strdup(node_id);
+        am->types = malloc(tlen ? tlen : 1);
+    }
+    long ne = am && am->enc && am->node_id && am->types ? encode_metrics(m, n, am->enc, &am->b) : -1;
+    if (ne < 0) {
+        if (am) async_metrics_free(am);
+        cb(user, -1, "store metrics: out of memory", 0);
+        return;
+    }
+    /* The rows point at the caller's type strings: repoint them at our copies. */
+    char *t = am->types;
+    for (long i = 0; i < ne; i++) {
+        size_t l = strlen(am->enc[i].type) + 1;
+        memcpy(t, am->enc[i].type, l);
+        am->enc[i].type = t;
+        t += l;
+    }
+    if (ne == 0) {
+        async_metrics_free(am);
+        cb(user, 0, "", 0);
+        return;
+    }
+    am->a = (struct metrics_args){am->node_id, am->enc, (size_t)ne, 0};
+    am->cb = cb;
+    am->user = user;
+    am->r = (wreq){.fn = w_metrics, .arg = &am->a, .err = am->err, .errlen = sizeof am->err,
+                   .state = REQ_PENDING, .cb = async_done};
+    if (submit_async(impl(st), &am->r) != 0) {
+        async_metrics_free(am);
+        cb(user, -1, "store is closing", 0);
+    }
 }
 
 static int sq_delete_metrics_before(store *st, int64_t before, size_t batch_limit,
@@ -1468,6 +1582,7 @@ static const store_driver sqlite_driver = {
     .add_node_events = sq_add_node_events,
     .sync_agents = sq_sync_agents,
     .insert_metrics = sq_insert_metrics,
+    .insert_metrics_async = sq_insert_metrics_async,
     .delete_metrics_before = sq_delete_metrics_before,
     .delete_node = sq_delete_node,
     .list_nodes = sq_list_nodes,
