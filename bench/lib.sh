@@ -12,6 +12,7 @@ BPIDS=()
 bench_cleanup() {
   local rc=$?
   local p
+  if declare -F bench_extra_cleanup >/dev/null; then bench_extra_cleanup || true; fi
   for p in ${BPIDS[@]+"${BPIDS[@]}"}; do kill "$p" 2>/dev/null || true; done
   sleep 0.5
   for p in ${BPIDS[@]+"${BPIDS[@]}"}; do kill -9 "$p" 2>/dev/null || true; done
@@ -32,9 +33,11 @@ free_port() {
   echo $p
 }
 
-# start_manager DIR PORT [LEVEL]: ops-manager on a fresh (or existing) DIR/ops.db; sets MPID.
+# start_manager DIR PORT [LEVEL] [HEARTBEAT]: ops-manager on a fresh (or existing) DIR/ops.db;
+# sets MPID. HEARTBEAT (default 60s) is the interval the manager tells registering daemons,
+# which they use instead of their own.
 start_manager() {
-  local dir=$1 port=$2 level=${3:-warn}
+  local dir=$1 port=$2 level=${3:-warn} hb=${4:-60s}
   mkdir -p "$dir"
   cat > "$dir/manager.yaml" <<YAML
 grpc:
@@ -44,7 +47,7 @@ database:
   driver: sqlite
   dsn: $dir/ops.db
 node:
-  heartbeat_interval: 60s
+  heartbeat_interval: $hb
   offline_after: 10m
 log:
   level: $level
