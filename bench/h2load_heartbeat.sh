@@ -7,7 +7,8 @@
 # manager.HeartbeatRequest{node_id:"vnode-1", timestamp:now} written byte by byte here.
 # h2load counts HTTP statuses only, so the gRPC status is checked apart: one request through
 # nghttp shows its grpc-status trailer, pbcall checks a heartbeat after the runs, and the
-# manager's log must have no error.
+# manager's log must have no error. Each run also shows the CPU seconds of the manager, of
+# h2load and of every other process of the (shared) machine.
 #   bash bench/h2load_heartbeat.sh [REPEAT] [REQUESTS]    (build first: bash scripts/build.sh build)
 source "$(dirname "$0")/lib.sh"
 repeat=${1:-3}
@@ -44,15 +45,16 @@ fi
 cmd=(h2load -n "$requests" -c 4 -m 16 -d "$BT/body.bin" "${hdrs[@]}" "$url")
 echo "# command: $(printf '%q ' "${cmd[@]}")"
 for r in $(seq "$repeat"); do
-  m0=$(cpu_ticks "$MPID")
+  m0=$(cpu_ticks "$MPID"); b0=$(busy_ticks)
   out=$(/usr/bin/time -f "client_cpu_s=%U+%S" "${cmd[@]}" 2>"$BT/time")
-  m1=$(cpu_ticks "$MPID")
+  m1=$(cpu_ticks "$MPID"); b1=$(busy_ticks)
   rps=$(echo "$out" | grep -o 'finished in [^,]*, [0-9.]* req/s' | awk '{print $4}')
   ok2xx=$(echo "$out" | awk '/status codes:/{print $3}')
   succ=$(echo "$out" | awk '/^requests:/{for (i=1;i<=NF;i++) if ($(i+1) ~ /^succeeded/) print $i}')
   lat=$(echo "$out" | awk '/^time for request:/{print "req_min=" $4 " req_max=" $5 " req_mean=" $6}')
   ccpu=$(grep -o 'client_cpu_s=.*' "$BT/time" | cut -d= -f2 | bc)
-  echo "run $r: calls_per_s=$rps succeeded=$succ status_2xx=$ok2xx $lat manager_cpu_s=$(echo "scale=2; ($m1 - $m0) / $TCK" | bc) client_cpu_s=$ccpu" | tee -a "$BT/res"
+  mcpu=$(echo "scale=2; ($m1 - $m0) / $TCK" | bc)
+  echo "run $r: calls_per_s=$rps succeeded=$succ status_2xx=$ok2xx $lat manager_cpu_s=$mcpu client_cpu_s=$ccpu other_cpu_s=$(echo "scale=2; ($b1 - $b0) / $TCK - $mcpu - $ccpu" | bc)" | tee -a "$BT/res"
 done
 hb=$("$BIN/pbcall" 127.0.0.1:$port manager.ManagerService/Heartbeat '{"node_id":"vnode-1"}')
 echo "# pbcall Heartbeat after the runs: $hb"
@@ -60,4 +62,4 @@ echo "$hb" | grep -q '"success":true' || { echo "heartbeat check failed" >&2; ex
 errs=$(grep -c "level=error" "$BT/m/manager.log" || true)
 echo "# manager log: $(wc -l < "$BT/m/manager.log") lines, $errs at level=error"
 [ "$errs" = 0 ] || grep "level=error" "$BT/m/manager.log" | head -5
-echo "median calls_per_s=$(med "$BT/res" calls_per_s) over $repeat runs (goal >= 60000); manager_cpu_s=$(med "$BT/res" manager_cpu_s) client_cpu_s=$(med "$BT/res" client_cpu_s)"
+echo "median calls_per_s=$(med "$BT/res" calls_per_s) over $repeat runs (goal >= 60000); manager_cpu_s=$(med "$BT/res" manager_cpu_s) client_cpu_s=$(med "$BT/res" client_cpu_s) other_cpu_s=$(med "$BT/res" other_cpu_s)"

@@ -22,8 +22,24 @@ bench_cleanup() {
 trap bench_cleanup EXIT
 trap 'exit 130' INT TERM
 
+# busy_pct SECONDS: share of all cores busy (not idle, not iowait) over SECONDS, from /proc/stat.
+busy_pct() {
+  local a b
+  a=$(head -1 /proc/stat); sleep "$1"; b=$(head -1 /proc/stat)
+  echo "$a $b" | awk '{ n = (NF - 2) / 2; for (i = 2; i <= n + 1; i++) { d = $(i + n + 1) - $i; t += d; if (i == 5 || i == 6) idle += d } printf "%.0f\n", t ? 100 * (t - idle) / t : 0 }'
+}
+
+# busy_ticks: CPU ticks all cores spent busy since boot (what busy_pct counts), for CPU splits:
+# busy - (ours) = what other processes on the shared machine took meanwhile.
+busy_ticks() { head -1 /proc/stat | awk '{ for (i = 2; i <= NF; i++) if (i != 5 && i != 6) t += $i; print t }'; }
+
+# The machine is shared: wait (up to QUIET_WAIT s, default 120) for it to be at most 25% busy
+# before measuring, and say how busy it was.
 machine() {
-  echo "# machine: nproc=$(nproc) cpu=\"$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)\" kernel=$(uname -r) load=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
+  local waited=0 b
+  b=$(busy_pct 2)
+  while [ "$b" -gt 25 ] && [ $waited -lt "${QUIET_WAIT:-120}" ]; do sleep 3; waited=$((waited + 5)); b=$(busy_pct 2); done
+  echo "# machine: nproc=$(nproc) cpu=\"$(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)\" kernel=$(uname -r) load=\"$(cut -d' ' -f1-3 /proc/loadavg)\" busy_before_start=${b}% (waited ${waited}s)"
 }
 
 # free_port BASE: the first port from BASE up that nothing listens on (127.0.0.1).

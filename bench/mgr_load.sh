@@ -9,7 +9,8 @@
 # Goals: Heartbeat p99 < 20 ms with 10,000 nodes; >= 400,000 values/s committed.
 # Each run registers the nodes first (mgr_load --register-only), then measures (--no-register);
 # besides mgr_load's numbers it records the CPU seconds the manager and the load generator used
-# during the measured part (both run on this machine), which says who used the cores.
+# during the measured part (both run on this machine), and what all other processes of the
+# shared machine used meanwhile (other_cpu_s), which says who used the cores.
 #   bash bench/mgr_load.sh [REPEAT] [SECONDS]     (build first: bash scripts/build.sh build)
 source "$(dirname "$0")/lib.sh"
 repeat=${1:-3}
@@ -30,11 +31,12 @@ for sc in "${order[@]}"; do
     cmd="$BIN/mgr_load --target 127.0.0.1:$port ${args[$sc]} --seconds $secs"
     [ "$r" = 1 ] && echo "# $sc: $cmd --register-only; then the same with --no-register"
     reg=$($cmd --register-only) || { echo "registration failed: $reg"; exit 1; }
-    m0=$(cpu_ticks "$MPID")
+    m0=$(cpu_ticks "$MPID"); b0=$(busy_ticks)
     out=$(/usr/bin/time -f "client_cpu_s=%U+%S" $cmd --no-register 2>"$dir/time") || true
-    m1=$(cpu_ticks "$MPID")
+    m1=$(cpu_ticks "$MPID"); b1=$(busy_ticks)
     ccpu=$(grep -o 'client_cpu_s=.*' "$dir/time" | cut -d= -f2 | bc)
-    line="$sc: $out $(echo "$reg" | grep -o 'registers_per_s=[0-9]*') manager_cpu_s=$(echo "scale=2; ($m1 - $m0) / $TCK" | bc) client_cpu_s=$ccpu"
+    mcpu=$(echo "scale=2; ($m1 - $m0) / $TCK" | bc)
+    line="$sc: $out $(echo "$reg" | grep -o 'registers_per_s=[0-9]*') manager_cpu_s=$mcpu client_cpu_s=$ccpu other_cpu_s=$(echo "scale=2; ($b1 - $b0) / $TCK - $mcpu - $ccpu" | bc)"
     echo "$line" | tee -a "$BT/$sc.res"
     stop_pid "$MPID"
     if grep -q "level=error" "$dir/manager.log"; then echo "# manager logged errors:"; grep "level=error" "$dir/manager.log" | head -5; fi
@@ -44,8 +46,8 @@ done
 echo "# medians over $repeat runs of ${secs}s"
 for sc in "${order[@]}"; do
   f=$BT/$sc.res
-  printf '%-8s calls_per_s=%s hb_p50_us=%s hb_p99_us=%s hb_p999_us=%s rm_p50_us=%s rm_p99_us=%s values_committed_per_s=%s errors=%s manager_cpu_s=%s client_cpu_s=%s registers_per_s=%s\n' \
+  printf '%-8s calls_per_s=%s hb_p50_us=%s hb_p99_us=%s hb_p999_us=%s rm_p50_us=%s rm_p99_us=%s values_committed_per_s=%s errors=%s manager_cpu_s=%s client_cpu_s=%s other_cpu_s=%s registers_per_s=%s\n' \
     "$sc" "$(med "$f" calls_per_s)" "$(med "$f" hb_p50_us)" "$(med "$f" hb_p99_us)" "$(med "$f" hb_p999_us)" \
     "$(med "$f" rm_p50_us)" "$(med "$f" rm_p99_us)" "$(med "$f" values_committed_per_s)" "$(med "$f" errors)" \
-    "$(med "$f" manager_cpu_s)" "$(med "$f" client_cpu_s)" "$(med "$f" registers_per_s)"
+    "$(med "$f" manager_cpu_s)" "$(med "$f" client_cpu_s)" "$(med "$f" other_cpu_s)" "$(med "$f" registers_per_s)"
 done
