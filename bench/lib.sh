@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BIN=${OPS_BUILD_DIR:-build}/bin
-for b in ops-manager ops-daemon pbcall mgr_load; do
+for b in ${BENCH_NEEDS:-ops-manager ops-daemon pbcall mgr_load}; do
   [ -x "$BIN/$b" ] || { echo "missing $BIN/$b: build first (bash scripts/build.sh build)" >&2; exit 1; }
 done
 BT=$(mktemp -d /tmp/ops-bench.XXXXXX)
