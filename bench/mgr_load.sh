@@ -63,4 +63,4 @@ for sc in "${order[@]}"; do
     "$(med "$f" rm_p50_us)" "$(med "$f" rm_p99_us)" "$(med "$f" values_committed_per_s)" "$(med "$f" errors)" \
     "$(med "$f" manager_cpu_s)" "$(med "$f" client_cpu_s)" "$(med "$f" other_cpu_s)" "$(med "$f" registers_per_s)"
 done
-[ -f "$BT/store.res" ] && echo "store_bench values_per_s=$(med "$BT/store.res" values_per_s) (the store alone, no RPC)"
+if [ -f "$BT/store.res" ]; then echo "store_bench values_per_s=$(med "$BT/store.res" values_per_s) (the store alone, no RPC)"; fi
