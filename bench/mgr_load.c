@@ -283,7 +283,7 @@ static void print_lat(gen *g, int k)
     if (!all) abort();
     size_t o = 0;
     for (int i = 0; i < g->inflight; i++) {
-        memcpy(all + o, g->slots[i].lat[k].v, g->slots[i].lat[k].n * sizeof *all);
+        if (g->slots[i].lat[k].n) memcpy(all + o, g->slots[i].lat[k].v, g->slots[i].lat[k].n * sizeof *all);
         o += g->slots[i].lat[k].n;
     }
     qsort(all, total, sizeof *all, cmp_float);

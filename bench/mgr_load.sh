@@ -6,7 +6,8 @@
 #            nodes heartbeating every 2 s), at most 64 in flight
 #   mixed    10,000 virtual nodes, 10% ReportMetrics (4 types x 10 values), 64 in flight
 #   rm       1,000 virtual nodes, ReportMetrics only (4 x 10), 64 in flight
-# Goals: Heartbeat p99 < 20 ms with 10,000 nodes; >= 400,000 values/s committed.
+# Goals: Heartbeat p99 < 20 ms with 10,000 nodes; >= 400,000 values/s committed. For
+# reference the store alone (store_bench, no RPC) is measured with the same report shape.
 # Each run registers the nodes first (mgr_load --register-only), then measures (--no-register);
 # besides mgr_load's numbers it records the CPU seconds the manager and the load generator used
 # during the measured part (both run on this machine), and what all other processes of the
@@ -43,6 +44,17 @@ for sc in "${order[@]}"; do
     rm -f "$dir"/ops.db*
   done
 done
+# Reference: the store alone (no RPC), the same report shape, 64 submitting threads in one
+# process (tests/programs/store_bench.c), on a fresh database each run.
+if [ -x "$BIN/store_bench" ]; then
+  echo "# store alone: $BIN/store_bench -t 64 -r 1000 -d DIR"
+  for r in $(seq "$repeat"); do
+    mkdir -p "$BT/sb$r"
+    v=$("$BIN/store_bench" -t 64 -r 1000 -d "$BT/sb$r" 2>&1 | awk '/^values\/s:/{print $2}')
+    echo "store_bench: values_per_s=$v" | tee -a "$BT/store.res"
+    rm -rf "$BT/sb$r"
+  done
+fi
 echo "# medians over $repeat runs of ${secs}s"
 for sc in "${order[@]}"; do
   f=$BT/$sc.res
@@ -51,3 +63,4 @@ for sc in "${order[@]}"; do
     "$(med "$f" rm_p50_us)" "$(med "$f" rm_p99_us)" "$(med "$f" values_committed_per_s)" "$(med "$f" errors)" \
     "$(med "$f" manager_cpu_s)" "$(med "$f" client_cpu_s)" "$(med "$f" other_cpu_s)" "$(med "$f" registers_per_s)"
 done
+if [ -f "$BT/store.res" ]; then echo "store_bench values_per_s=$(med "$BT/store.res" values_per_s) (the store alone, no RPC)"; fi

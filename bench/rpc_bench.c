@@ -169,7 +169,7 @@ int main(int argc, char **argv)
     float *all = malloc((size_t)(total ? total : 1) * sizeof *all);
     long k = 0;
     for (int i = 0; i < inflight; i++) {
-        memcpy(all + k, ws[i].lat_us, (size_t)ws[i].n * sizeof *all);
+        if (ws[i].n) memcpy(all + k, ws[i].lat_us, (size_t)ws[i].n * sizeof *all);
         k += ws[i].n;
         free(ws[i].lat_us);
     }
