@@ -15,6 +15,7 @@
  * and its retention delete are single index ranges. The JSON is built by the calling thread,
  * so the writer only binds and steps. The writer remembers node refs in a hash table, dropped
  * whenever a rollback could have undone one. */
+#include "base/log.h"
 #include "manager/store.h"
 
 #include <jansson.h>
@@ -407,7 +408,12 @@ static void *ckpt_main(void *arg)
         s->ckpt_wanted = 0;
         pthread_mutex_unlock(&s->cmu);
         /* PASSIVE never waits for the writer nor the readers; it copies what it can. */
-        sqlite3_wal_checkpoint_v2(s->cdb, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        int log_frames = -1, done_frames = -1;
+        int rc = sqlite3_wal_checkpoint_v2(s->cdb, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &done_frames);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            log_warn("store.checkpoint_failed", "file=%s error=\"%s\"", s->path, sqlite3_errmsg(s->cdb));
+        else
+            log_debug("store.checkpoint", "file=%s wal_frames=%d copied=%d", s->path, log_frames, done_frames);
         pthread_mutex_lock(&s->cmu);
     }
     pthread_mutex_unlock(&s->cmu);
@@ -1554,6 +1560,14 @@ static store *sq_open(const store_config *cfg, char *err, size_t errlen)
         SQLITE_OK) {
         snprintf(err, errlen, "%s: cannot open checkpoint connection: %s", s->path,
                  s->cdb ? sqlite3_errmsg(s->cdb) : "out of memory");
+        goto fail;
+    }
+    /* A connection that has not read the database yet has no WAL index open, and
+     * sqlite3_wal_checkpoint_v2 then returns SQLITE_OK having done nothing (seen on 3.40.1:
+     * the WAL grew to the writer's forced-checkpoint limit while ops.db stayed empty). One
+     * read attaches it to the WAL. */
+    if (sqlite3_exec(s->cdb, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "%s: checkpoint connection cannot read: %s", s->path, sqlite3_errmsg(s->cdb));
         goto fail;
     }
     perr = pthread_create(&s->ckpt, NULL, ckpt_main, s);
