@@ -455,21 +455,6 @@ static int label_add(struct ctx *c, void *arg, const char *k, const char *v)
 
 /* ---- agents ------------------------------------------------------------------------------ */
 
-static void dconfig_free_spec(agent_spec *s)
-{
-    free(s->id);
-    free(s->type);
-    free(s->name);
-    free(s->version);
-    free(s->binary_path);
-    strv_free(s->args);
-    strv_free(s->env);
-    free(s->config_file);
-    free(s->work_dir);
-    free(s->health.http_endpoint);
-    memset(s, 0, sizeof *s);
-}
-
 /* Ids name directories ({work_dir}/agents/{id}) and appear in URLs and logs: keep them tame. */
 static int valid_id(const char *id)
 {
@@ -802,7 +787,7 @@ void dconfig_free(dconfig *cfg)
     free(cfg->labels);
     strv_free(cfg->collectors.mount_points);
     strv_free(cfg->collectors.interfaces);
-    for (size_t i = 0; i < cfg->n_agents; i++) dconfig_free_spec(&cfg->agents[i]);
+    for (size_t i = 0; i < cfg->n_agents; i++) agent_spec_free(&cfg->agents[i]);
     free(cfg->agents);
     free(cfg);
 }
@@ -906,16 +891,6 @@ static void sb_double(struct sbuf *b, double v)
     sb_printf(b, "%s", buf);
 }
 
-/* Our own copy of the names: agent.c belongs to the supervisor's side of the build. */
-static const char *dconfig_policy_name(agent_restart_policy p)
-{
-    switch (p) {
-    case AGENT_RESTART_ALWAYS: return "always";
-    case AGENT_RESTART_NEVER: return "never";
-    default: return "on-failure";
-    }
-}
-
 /* first: prefix of the first line ("  - " in a list); ind: prefix of the others. */
 static void emit_agent(struct sbuf *b, const agent_spec *s, const char *first, const char *ind)
 {
@@ -961,7 +936,7 @@ static void emit_agent(struct sbuf *b, const agent_spec *s, const char *first, c
     sb_kv_dur(b, sub, "threshold_duration", s->health.threshold_duration_ms);
     if (s->health.http_endpoint) sb_kv_str(b, sub, "http_endpoint", s->health.http_endpoint);
     sb_printf(b, "%srestart:\n", ind);
-    sb_printf(b, "%spolicy: %s\n", sub, dconfig_policy_name(s->restart.policy));
+    sb_printf(b, "%spolicy: %s\n", sub, agent_restart_policy_name(s->restart.policy));
     sb_printf(b, "%smax_retries: %d\n", sub, s->restart.max_retries);
     sb_kv_dur(b, sub, "backoff_base", s->restart.backoff_base_ms);
     sb_kv_dur(b, sub, "backoff_max", s->restart.backoff_max_ms);

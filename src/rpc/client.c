@@ -200,6 +200,28 @@ static void destroy_cq(grpc_completion_queue *cq)
     grpc_completion_queue_destroy(cq);
 }
 
+/* The six operations of a unary call, as one batch. */
+static void unary_ops(grpc_op ops[6], grpc_metadata *md, size_t nmd, grpc_byte_buffer *req_bb,
+                      grpc_metadata_array *init_md, grpc_byte_buffer **resp_bb, grpc_metadata_array *trail_md,
+                      grpc_status_code *status, grpc_slice *details)
+{
+    memset(ops, 0, 6 * sizeof *ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = nmd;
+    ops[0].data.send_initial_metadata.metadata = md;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = req_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = init_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = resp_bb;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = trail_md;
+    ops[5].data.recv_status_on_client.status = status;
+    ops[5].data.recv_status_on_client.status_details = details;
+}
+
 static int unary_once(rpc_channel *ch, const char *method, grpc_byte_buffer *req_bb,
                       const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
                       const rpc_call_opts *o, rpc_result *res)
@@ -219,21 +241,7 @@ static int unary_once(rpc_channel *ch, const char *method, grpc_byte_buffer *req
     grpc_status_code status = GRPC_STATUS_UNKNOWN;
     grpc_slice details = grpc_empty_slice();
     grpc_op ops[6];
-    memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.count = nmd;
-    ops[0].data.send_initial_metadata.metadata = md;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = req_bb;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &init_md;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &resp_bb;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &trail_md;
-    ops[5].data.recv_status_on_client.status = &status;
-    ops[5].data.recv_status_on_client.status_details = &details;
+    unary_ops(ops, md, nmd, req_bb, &init_md, &resp_bb, &trail_md, &status, &details);
     int tag;
     grpc_call_error e = grpc_call_start_batch(call, ops, 6, &tag, NULL);
     if (e != GRPC_CALL_OK) {
@@ -525,21 +533,7 @@ int rpc_call_unary_async(rpc_loop *l, rpc_channel *ch, const char *method, const
     a->nmd = build_md(a->md, o, a->tid, 1);
     size_t nmd = a->nmd;
     grpc_op ops[6];
-    memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.count = nmd;
-    ops[0].data.send_initial_metadata.metadata = a->md;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = a->req_bb;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &a->init_md;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &a->resp_bb;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &a->trail_md;
-    ops[5].data.recv_status_on_client.status = &a->status;
-    ops[5].data.recv_status_on_client.status_details = &a->details;
+    unary_ops(ops, a->md, nmd, a->req_bb, &a->init_md, &a->resp_bb, &a->trail_md, &a->status, &a->details);
     grpc_call_error e = grpc_call_start_batch(a->call, ops, 6, a, NULL);
     if (e != GRPC_CALL_OK) {
         a->status = GRPC_STATUS_INTERNAL;
