@@ -125,6 +125,23 @@ int store_metric_stats(store *s, const char *node_id, const char *type, int64_t 
     return s->drv->metric_stats(s, node_id, type, from, to, out, err, errlen);
 }
 
+int store_add_audit(store *s, const store_audit_in *a, char *err, size_t errlen)
+{
+    return s->drv->add_audit(s, a, err, errlen);
+}
+
+int store_list_audit(store *s, const store_audit_filter *f, store_audit_list *out, char *err,
+                     size_t errlen)
+{
+    return s->drv->list_audit(s, f, out, err, errlen);
+}
+
+int store_list_metric_types(store *s, const char *node_id, int64_t from, int64_t to,
+                            store_string_list *out, char *err, size_t errlen)
+{
+    return s->drv->list_metric_types(s, node_id, from, to, out, err, errlen);
+}
+
 void store_node_free(store_node *n)
 {
     if (!n) return;
@@ -184,6 +201,28 @@ void store_stat_list_free(store_stat_list *l)
 {
     if (!l) return;
     for (size_t i = 0; i < l->n; i++) free(l->items[i].key);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+void store_audit_list_free(store_audit_list *l)
+{
+    if (!l) return;
+    for (size_t i = 0; i < l->n; i++) {
+        store_audit *a = &l->items[i];
+        free(a->actor); free(a->role); free(a->method); free(a->target);
+        free(a->result); free(a->detail); free(a->peer);
+    }
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}
+
+void store_string_list_free(store_string_list *l)
+{
+    if (!l) return;
+    for (size_t i = 0; i < l->n; i++) free(l->items[i]);
     free(l->items);
     l->items = NULL;
     l->n = 0;

@@ -117,6 +117,10 @@ typedef struct store_node_filter {
     store_node_status status; /* STORE_NODE_ANY for all */
     const char *label_key;    /* NULL: no label condition; else labels[label_key] == label_value */
     const char *label_value;
+    const store_kv *labels;   /* further conditions: every labels[i] must match too */
+    size_t n_labels;
+    const char *after;        /* NULL/"": from the start; else only node_id > after (paging) */
+    size_t limit;             /* 0 = no limit */
 } store_node_filter;
 
 typedef struct store_event {
@@ -169,6 +173,34 @@ typedef struct store_stat_list {
     size_t n;
 } store_stat_list;
 
+/* One audit record: who changed what through AdminService, and how it ended. */
+typedef struct store_audit_in {
+    int64_t at;
+    const char *actor, *role, *method, *target, *result, *detail, *peer;
+} store_audit_in;
+
+typedef struct store_audit {
+    int64_t id, at;
+    char *actor, *role, *method, *target, *result, *detail, *peer;
+} store_audit;
+
+typedef struct store_audit_list {
+    store_audit *items; /* newest first */
+    size_t n;
+} store_audit_list;
+
+typedef struct store_audit_filter {
+    const char *actor;  /* NULL/"": anyone */
+    const char *target; /* NULL/"": anything; else target == it or starts with it + "/" */
+    int64_t since;      /* 0: no lower bound */
+    size_t limit;       /* 0 = 100 */
+} store_audit_filter;
+
+typedef struct store_string_list {
+    char **items;
+    size_t n;
+} store_string_list;
+
 /* ---- lifecycle -------------------------------------------------------------------------- */
 
 /* Opens (creating and migrating the schema as needed) and starts the writer. NULL on error. */
@@ -214,6 +246,9 @@ int store_delete_metrics_before(store *s, int64_t before, size_t batch_limit, ui
 /* Deletes the node with its events, agents and metrics. *found (may be NULL) = 1 if it existed. */
 int store_delete_node(store *s, const char *node_id, int *found, char *err, size_t errlen);
 
+/* Appends one audit record. */
+int store_add_audit(store *s, const store_audit_in *a, char *err, size_t errlen);
+
 /* ---- reads -------------------------------------------------------------------------------- */
 
 /* filter NULL = all nodes. */
@@ -231,12 +266,20 @@ int store_query_metrics(store *s, const char *node_id, const char *type, int64_t
 int store_metric_stats(store *s, const char *node_id, const char *type, int64_t from, int64_t to,
                        store_stat_list *out, char *err, size_t errlen);
 
+int store_list_audit(store *s, const store_audit_filter *f, store_audit_list *out, char *err,
+                     size_t errlen);
+/* The metric types a node has points of in [from, to], sorted. */
+int store_list_metric_types(store *s, const char *node_id, int64_t from, int64_t to,
+                            store_string_list *out, char *err, size_t errlen);
+
 void store_node_free(store_node *n);          /* frees the fields, not n */
 void store_node_list_free(store_node_list *l); /* frees the items; l is left empty */
 void store_event_list_free(store_event_list *l);
 void store_agent_list_free(store_agent_list *l);
 void store_point_list_free(store_point_list *l);
 void store_stat_list_free(store_stat_list *l);
+void store_audit_list_free(store_audit_list *l);
+void store_string_list_free(store_string_list *l);
 
 /* ---- driver interface: what an implementation provides (store.c dispatches to it) -------- */
 
@@ -265,6 +308,10 @@ typedef struct store_driver {
                          store_point_list *, char *, size_t);
     int (*metric_stats)(store *, const char *, const char *, int64_t, int64_t, store_stat_list *,
                         char *, size_t);
+    int (*add_audit)(store *, const store_audit_in *, char *, size_t);
+    int (*list_audit)(store *, const store_audit_filter *, store_audit_list *, char *, size_t);
+    int (*list_metric_types)(store *, const char *, int64_t, int64_t, store_string_list *, char *,
+                             size_t);
 } store_driver;
 
 /* Every driver's handle starts with this. */
