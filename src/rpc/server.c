@@ -72,7 +72,7 @@ struct rpc_ctx {
     /* bidi: the handler thread waiting for the client's next message (same mu/cv) */
     struct tag t_recv;
     int is_bidi;
-    int recv_done, recv_ok, recv_eof;
+    int recv_done, recv_ok, recv_eof, recv_abandoned;
     int bad_message;         /* a client message did not decode: the call ends INVALID_ARGUMENT */
     grpc_byte_buffer *recv_bb;
     wire_arena *msg_arena;   /* the last received message only */
@@ -306,20 +306,18 @@ int rpc_ctx_send(rpc_ctx *c, const ProtobufCMessage *msg)
     return ok ? 0 : -1;
 }
 
-/* Waits for a recv batch to complete. A handler blocked here would otherwise hold shutdown for
- * the whole grace period: when the server starts stopping, the call is cancelled with
- * UNAVAILABLE (as server streams end), which completes the batch. */
-static void wait_recv(rpc_ctx *c)
+/* Waits for a recv batch to complete. Returns 1 when it did, 0 when the server started stopping
+ * first: a handler blocked here would otherwise hold shutdown for the whole grace period, so
+ * it gives up and returns, and its status (UNAVAILABLE "server shutting down", as server
+ * streams end) goes out while the batch is still pending; the batch's own reference keeps
+ * the ctx until it completes. */
+static int wait_recv(rpc_ctx *c)
 {
-    int cancelled_here = 0;
     pthread_mutex_lock(&c->mu);
     while (!c->recv_done) {
-        if (!cancelled_here && atomic_load(&c->srv->stopping)) {
-            cancelled_here = 1;
+        if (atomic_load(&c->srv->stopping)) {
             pthread_mutex_unlock(&c->mu);
-            grpc_call_cancel_with_status(c->call, GRPC_STATUS_UNAVAILABLE, "server shutting down", NULL);
-            pthread_mutex_lock(&c->mu);
-            continue;
+            return 0;
         }
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -328,13 +326,14 @@ static void wait_recv(rpc_ctx *c)
         pthread_cond_timedwait(&c->cv, &c->mu, &ts);
     }
     pthread_mutex_unlock(&c->mu);
+    return 1;
 }
 
 int rpc_ctx_recv(rpc_ctx *c, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **msg)
 {
     *msg = NULL;
     if (!c->is_bidi || c->recv_eof) return c->recv_eof ? 1 : -1;
-    if (rpc_ctx_cancelled(c) || c->bad_message) return -1;
+    if (rpc_ctx_cancelled(c) || c->bad_message || c->recv_abandoned) return -1;
     /* The previous message's memory goes now: the handler was told it lives until this call. */
     wire_arena_free(c->msg_arena);
     c->msg_arena = NULL;
@@ -345,8 +344,15 @@ int rpc_ctx_recv(rpc_ctx *c, const ProtobufCMessageDescriptor *desc, ProtobufCMe
     pthread_mutex_lock(&c->mu);
     c->recv_done = 0;
     pthread_mutex_unlock(&c->mu);
-    if (grpc_call_start_batch(c->call, &op, 1, &c->t_recv, NULL) != GRPC_CALL_OK) return -1;
-    wait_recv(c);
+    atomic_fetch_add(&c->refs, 1); /* the batch's */
+    if (grpc_call_start_batch(c->call, &op, 1, &c->t_recv, NULL) != GRPC_CALL_OK) {
+        ctx_unref(c);
+        return -1;
+    }
+    if (!wait_recv(c)) {
+        c->recv_abandoned = 1;
+        return -1;
+    }
     if (!c->recv_ok) return -1;
     if (!c->recv_bb) {
         /* No message on a good batch: the client half-closed, unless it was really a cancel. */
@@ -448,6 +454,9 @@ static void run_handler(rpc_ctx *c)
     if (c->is_stream) {
         int code = c->is_bidi ? c->sm->bidi(c, m->user) : m->stream(c, c->req, m->user);
         if (c->bad_message) code = RPC_INVALID_ARGUMENT;
+        /* rpc_ctx_recv() gave up because we are stopping: whatever the handler made of that,
+         * the client should hear why and come back. */
+        if (c->recv_abandoned) code = rpc_ctx_errorf(c, RPC_UNAVAILABLE, "server shutting down");
         if (code == RPC_OK && atomic_load(&c->srv->stopping) && !atomic_load(&c->cancelled)) {
             /* The stream ended because we are going away: tell the client to come back. */
             code = rpc_ctx_errorf(c, RPC_UNAVAILABLE, "server shutting down");
@@ -612,6 +621,7 @@ static void *worker_main(void *arg)
             c->recv_ok = ev.success;
             pthread_cond_signal(&c->cv);
             pthread_mutex_unlock(&c->mu);
+            ctx_unref(c);
             break;
         }
         case TAG_CLOSE: {
