@@ -72,7 +72,8 @@ struct rpc_ctx {
     /* bidi: the handler thread waiting for the client's next message (same mu/cv) */
     struct tag t_recv;
     int is_bidi;
-    int recv_done, recv_ok, recv_eof, recv_abandoned;
+    int recv_done, recv_ok, recv_eof;
+    int recv_abandoned;      /* reading ended by our shutdown: the call ends UNAVAILABLE */
     int bad_message;         /* a client message did not decode: the call ends INVALID_ARGUMENT */
     grpc_byte_buffer *recv_bb;
     wire_arena *msg_arena;   /* the last received message only */
@@ -329,11 +330,20 @@ static int wait_recv(rpc_ctx *c)
     return 1;
 }
 
+/* The end of a bidi handler's reading: when it is our shutdown rather than the client's doing,
+ * say so, so that the client hears UNAVAILABLE whatever the handler returns. */
+static int recv_over(rpc_ctx *c)
+{
+    if (atomic_load(&c->srv->stopping) && !atomic_load(&c->cancelled)) c->recv_abandoned = 1;
+    return -1;
+}
+
 int rpc_ctx_recv(rpc_ctx *c, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **msg)
 {
     *msg = NULL;
     if (!c->is_bidi || c->recv_eof) return c->recv_eof ? 1 : -1;
-    if (rpc_ctx_cancelled(c) || c->bad_message || c->recv_abandoned) return -1;
+    if (c->bad_message || c->recv_abandoned) return -1;
+    if (rpc_ctx_cancelled(c)) return recv_over(c);
     /* The previous message's memory goes now: the handler was told it lives until this call. */
     wire_arena_free(c->msg_arena);
     c->msg_arena = NULL;
@@ -347,16 +357,16 @@ int rpc_ctx_recv(rpc_ctx *c, const ProtobufCMessageDescriptor *desc, ProtobufCMe
     atomic_fetch_add(&c->refs, 1); /* the batch's */
     if (grpc_call_start_batch(c->call, &op, 1, &c->t_recv, NULL) != GRPC_CALL_OK) {
         ctx_unref(c);
-        return -1;
+        return recv_over(c);
     }
     if (!wait_recv(c)) {
         c->recv_abandoned = 1;
         return -1;
     }
-    if (!c->recv_ok) return -1;
+    if (!c->recv_ok) return recv_over(c);
     if (!c->recv_bb) {
         /* No message on a good batch: the client half-closed, unless it was really a cancel. */
-        if (rpc_ctx_cancelled(c)) return -1;
+        if (rpc_ctx_cancelled(c)) return recv_over(c);
         c->recv_eof = 1;
         return 1;
     }
@@ -454,8 +464,8 @@ static void run_handler(rpc_ctx *c)
     if (c->is_stream) {
         int code = c->is_bidi ? c->sm->bidi(c, m->user) : m->stream(c, c->req, m->user);
         if (c->bad_message) code = RPC_INVALID_ARGUMENT;
-        /* rpc_ctx_recv() gave up because we are stopping: whatever the handler made of that,
-         * the client should hear why and come back. */
+        /* reading ended because we are stopping: whatever the handler made of that, the
+         * client should hear why and come back */
         if (c->recv_abandoned) code = rpc_ctx_errorf(c, RPC_UNAVAILABLE, "server shutting down");
         if (code == RPC_OK && atomic_load(&c->srv->stopping) && !atomic_load(&c->cancelled)) {
             /* The stream ended because we are going away: tell the client to come back. */

@@ -112,7 +112,9 @@ int rpc_ctx_send(rpc_ctx *c, const ProtobufCMessage *msg);
 int rpc_ctx_cancelled(const rpc_ctx *c);
 /* Bidi handlers: waits for the client's next message. Returns 0 with *msg (of type desc) valid
  * until the next rpc_ctx_recv() or the handler's return (each message has an arena of its own,
- * so a long stream does not grow the call's memory); 1 when the client closed its side; -1
+ * so a long stream does not grow the call's memory); 1 when the client closed its side (a
+ * client that cancels can also look like this: the core may report the end before the cancel,
+ * and the status sent then goes nowhere, which is harmless); -1
  * when the call is over (cancelled, server stopping, or a message that does not decode, which
  * ends the call with INVALID_ARGUMENT): the handler should then return. */
 int rpc_ctx_recv(rpc_ctx *c, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **msg);
