@@ -213,6 +213,7 @@ dservice *dservice_start(const dservice_opts *o, char *err, size_t errlen)
     so.tls = o->tls;
     d->srv = rpc_server_new(&so, err, errlen);
     if (!d->srv || rpc_server_add_methods(d->srv, d->methods, 9, err, errlen) != 0 ||
+        (o->reflection && rpc_reflection_register(d->srv, o->reflection, err, errlen) != 0) ||
         rpc_server_start(d->srv, err, errlen) != 0) {
         if (d->srv) rpc_server_free(d->srv);
         pthread_mutex_destroy(&d->cfg_mu);

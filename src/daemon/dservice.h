@@ -10,6 +10,7 @@
 
 #include "daemon/dconfig.h"
 #include "daemon/supervisor.h"
+#include "rpc/reflection.h"
 #include "rpc/server.h"
 
 typedef struct dservice dservice;
@@ -19,6 +20,7 @@ typedef struct dservice_opts {
     rpc_tls tls;
     sup *sup;
     const dconfig *cfg;        /* borrowed; replace with dservice_swap_config */
+    const rpc_reflection *reflection; /* serve server reflection from it (borrowed); NULL: none */
 } dservice_opts;
 
 /* Starts serving. NULL with err ("listen 0.0.0.0:9091: ..."). */

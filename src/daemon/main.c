@@ -17,6 +17,7 @@
 #include "daemon/link.h"
 #include "daemon/nodeid.h"
 #include "daemon/supervisor.h"
+#include "ops_descriptors.h"
 
 static const char usage[] =
     "usage: ops-daemon -c FILE [--stop-agents]\n"
@@ -44,6 +45,7 @@ struct daemon_state {
     sup *sup;
     hbhttp *hb;
     dservice *svc;
+    rpc_reflection *refl; /* server reflection's index of the compiled-in descriptor set */
     link_t *link;
     char node_id[128];
 };
@@ -166,7 +168,12 @@ int main(int argc, char **argv)
     char listen[300];
     snprintf(listen, sizeof listen, "%s:%d", d.cfg->daemon.grpc_host, d.cfg->daemon.grpc_port);
     const char *listen_list[] = {listen, NULL};
-    dservice_opts dopts = {.listen = listen_list, .sup = d.sup, .cfg = d.cfg};
+    d.refl = rpc_reflection_new(ops_descriptor_set, ops_descriptor_set_len, err, sizeof err);
+    if (!d.refl) {
+        log_error("daemon.reflection_failed", "error=\"%s\"", err);
+        goto out;
+    }
+    dservice_opts dopts = {.listen = listen_list, .sup = d.sup, .cfg = d.cfg, .reflection = d.refl};
     d.svc = dservice_start(&dopts, err, sizeof err);
     if (!d.svc) {
         log_error("daemon.grpc_failed", "listen=%s error=\"%s\"", listen, err);
@@ -196,6 +203,7 @@ int main(int argc, char **argv)
 out:
     link_stop(d.link);
     dservice_stop(d.svc, 5000);
+    rpc_reflection_free(d.refl);
     if (d.hb) hbhttp_stop(d.hb);
     sup_free(d.sup, stop_agents);
     if (d.cfg->daemon.pid_file && *d.cfg->daemon.pid_file && rc == 0) unlink(d.cfg->daemon.pid_file);

@@ -14,6 +14,7 @@
 #include "manager/pool.h"
 #include "manager/retention.h"
 #include "manager/store.h"
+#include "ops_descriptors.h"
 
 static const char usage[] =
     "usage: ops-manager -c FILE\n"
@@ -103,6 +104,7 @@ int main(int argc, char **argv)
     liveness *live = NULL;
     retention *ret = NULL;
     mservice *svc = NULL;
+    rpc_reflection *refl = NULL;
     pool *daemons = NULL;
     store_config sc = {.driver = cfg->database.driver, .dsn = cfg->database.dsn};
     st = store_open(&sc, err, sizeof err);
@@ -153,6 +155,13 @@ int main(int argc, char **argv)
     mo.heartbeat_interval_s = cfg->node.heartbeat_interval_ms / 1000;
     mo.metrics_interval_s = cfg->node.metrics_interval_ms / 1000;
     mo.quiet_access_log = cfg->log.level > LOGL_INFO;
+    /* server reflection, from the descriptor set compiled in at build time */
+    refl = rpc_reflection_new(ops_descriptor_set, ops_descriptor_set_len, err, sizeof err);
+    if (!refl) {
+        log_error("manager.reflection_failed", "error=\"%s\"", err);
+        goto out;
+    }
+    mo.reflection = refl;
     svc = mservice_start(&mo, err, sizeof err);
     if (!svc) {
         log_error("manager.grpc_failed", "listen=%s error=\"%s\"", listen, err);
@@ -179,6 +188,7 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     mservice_stop(svc, 10000);
+    rpc_reflection_free(refl);
     pool_free(daemons);
     retention_stop(ret);
     liveness_free(live); /* flushes last_seen of every node */

@@ -11,6 +11,7 @@
 
 #include "manager/liveness.h"
 #include "manager/store.h"
+#include "rpc/reflection.h"
 #include "rpc/server.h"
 
 typedef struct mservice mservice;
@@ -25,6 +26,7 @@ typedef struct mservice_opts {
     int64_t heartbeat_interval_s; /* told to daemons in RegisterNodeResponse */
     int64_t metrics_interval_s;
     int quiet_access_log;
+    const rpc_reflection *reflection; /* serve server reflection from it (borrowed); NULL: none */
 } mservice_opts;
 
 mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen);

@@ -400,6 +400,59 @@ int rpc_stream_next(rpc_stream *st, const ProtobufCMessageDescriptor *desc, Prot
     return 1;
 }
 
+int rpc_bidi_open(rpc_channel *ch, const char *method, const rpc_call_opts *o, rpc_stream **out,
+                  rpc_result *res)
+{
+    memset(res, 0, sizeof *res);
+    *out = NULL;
+    rpc_stream *st = calloc(1, sizeof *st);
+    if (!st) abort();
+    st->cq = grpc_completion_queue_create_for_pluck(NULL);
+    grpc_metadata_array_init(&st->initial_md);
+    st->call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, st->cq,
+                                        grpc_slice_from_static_string(method), NULL,
+                                        deadline_after(o ? o->timeout_ms : 0), NULL);
+    grpc_metadata md[MAX_MD];
+    char tid[40];
+    size_t nmd = build_md(md, o, tid, 0);
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_SEND_INITIAL_METADATA;
+    op.data.send_initial_metadata.count = nmd;
+    op.data.send_initial_metadata.metadata = md;
+    if (!run_batch(st, &op, 1)) {
+        stream_status(st, res);
+        if (res->code == RPC_OK) set_result(res, RPC_UNAVAILABLE, "stream failed to start", 22);
+        rpc_stream_close(st);
+        return -1;
+    }
+    res->code = RPC_OK;
+    *out = st;
+    return 0;
+}
+
+int rpc_stream_send(rpc_stream *st, const ProtobufCMessage *msg)
+{
+    if (st->finished) return -1;
+    grpc_byte_buffer *bb = wire_encode(msg);
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_SEND_MESSAGE;
+    op.data.send_message.send_message = bb;
+    int ok = run_batch(st, &op, 1);
+    grpc_byte_buffer_destroy(bb);
+    return ok ? 0 : -1;
+}
+
+int rpc_stream_close_send(rpc_stream *st)
+{
+    if (st->finished) return -1;
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    return run_batch(st, &op, 1) ? 0 : -1;
+}
+
 void rpc_stream_close(rpc_stream *st)
 {
     if (!st) return;

@@ -67,6 +67,16 @@ int rpc_stream_next(rpc_stream *st, const ProtobufCMessageDescriptor *desc, Prot
 /* Cancels the call if still open, and frees it. */
 void rpc_stream_close(rpc_stream *st);
 
+/* Bidirectional streams reuse rpc_stream: open without a request, then alternate
+ * rpc_stream_send() and rpc_stream_next() from one thread; rpc_stream_close_send() half-closes
+ * (the server sees the end of the client stream). Open returns 0, or -1 with res set. */
+int rpc_bidi_open(rpc_channel *ch, const char *method, const rpc_call_opts *opts, rpc_stream **out,
+                  rpc_result *res);
+/* Writes one message. Returns 0, or -1 when the call is over (rpc_stream_next() then reports
+ * the status). */
+int rpc_stream_send(rpc_stream *st, const ProtobufCMessage *msg);
+int rpc_stream_close_send(rpc_stream *st);
+
 /* ---- asynchronous unary calls ------------------------------------------------------------
  * For callers that keep many calls in flight (load generators, a manager fanning out to many
  * daemons): a loop owns a few completion-queue threads; each call's callback runs on one of

@@ -28,7 +28,7 @@
 #define POSTS_PER_METHOD 2 /* per completion queue */
 #define GENERIC_POSTS 1
 
-enum tag_kind { TAG_REQUEST, TAG_FINISH, TAG_SEND, TAG_CLOSE, TAG_SHUTDOWN };
+enum tag_kind { TAG_REQUEST, TAG_FINISH, TAG_SEND, TAG_CLOSE, TAG_SHUTDOWN, TAG_RECV };
 struct tag {
     enum tag_kind kind;
 };
@@ -36,6 +36,7 @@ struct tag {
 struct smethod {
     const rpc_method *m;
     void *handle; /* from grpc_server_register_method */
+    rpc_bidi_fn bidi; /* bidi methods: m is then the server's own copy (path, types, user) */
 };
 
 struct rpc_ctx {
@@ -68,6 +69,14 @@ struct rpc_ctx {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int send_done, send_ok;
+    /* bidi: the handler thread waiting for the client's next message (same mu/cv) */
+    struct tag t_recv;
+    int is_bidi;
+    int recv_done, recv_ok, recv_eof;
+    int recv_abandoned;      /* reading ended by our shutdown: the call ends UNAVAILABLE */
+    int bad_message;         /* a client message did not decode: the call ends INVALID_ARGUMENT */
+    grpc_byte_buffer *recv_bb;
+    wire_arena *msg_arena;   /* the last received message only */
 };
 
 struct health_entry {
@@ -127,6 +136,7 @@ static rpc_ctx *ctx_new(rpc_server *s, struct smethod *sm)
     c->t_finish.kind = TAG_FINISH;
     c->t_send.kind = TAG_SEND;
     c->t_close.kind = TAG_CLOSE;
+    c->t_recv.kind = TAG_RECV;
     c->srv = s;
     c->sm = sm;
     atomic_init(&c->refs, 1);
@@ -146,6 +156,8 @@ static void ctx_free(rpc_ctx *c)
     grpc_call_details_destroy(&c->details);
     if (c->payload) grpc_byte_buffer_destroy(c->payload);
     if (c->out_bb) grpc_byte_buffer_destroy(c->out_bb);
+    if (c->recv_bb) grpc_byte_buffer_destroy(c->recv_bb);
+    wire_arena_free(c->msg_arena);
     if (c->has_details) grpc_slice_unref(c->status_details);
     if (c->peer) gpr_free(c->peer);
     wire_arena_free(c->arena);
@@ -295,6 +307,85 @@ int rpc_ctx_send(rpc_ctx *c, const ProtobufCMessage *msg)
     return ok ? 0 : -1;
 }
 
+/* Waits for a recv batch to complete. Returns 1 when it did, 0 when the server started stopping
+ * first: a handler blocked here would otherwise hold shutdown for the whole grace period, so
+ * it gives up and returns, and its status (UNAVAILABLE "server shutting down", as server
+ * streams end) goes out while the batch is still pending; the batch's own reference keeps
+ * the ctx until it completes. */
+static int wait_recv(rpc_ctx *c)
+{
+    pthread_mutex_lock(&c->mu);
+    while (!c->recv_done) {
+        if (atomic_load(&c->srv->stopping)) {
+            pthread_mutex_unlock(&c->mu);
+            return 0;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return 1;
+}
+
+/* The end of a bidi handler's reading: when it is our shutdown rather than the client's doing,
+ * say so, so that the client hears UNAVAILABLE whatever the handler returns. */
+static int recv_over(rpc_ctx *c)
+{
+    if (atomic_load(&c->srv->stopping) && !atomic_load(&c->cancelled)) c->recv_abandoned = 1;
+    return -1;
+}
+
+int rpc_ctx_recv(rpc_ctx *c, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **msg)
+{
+    *msg = NULL;
+    if (!c->is_bidi || c->recv_eof) return c->recv_eof ? 1 : -1;
+    if (c->bad_message || c->recv_abandoned) return -1;
+    if (rpc_ctx_cancelled(c)) return recv_over(c);
+    /* The previous message's memory goes now: the handler was told it lives until this call. */
+    wire_arena_free(c->msg_arena);
+    c->msg_arena = NULL;
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &c->recv_bb;
+    pthread_mutex_lock(&c->mu);
+    c->recv_done = 0;
+    pthread_mutex_unlock(&c->mu);
+    atomic_fetch_add(&c->refs, 1); /* the batch's */
+    if (grpc_call_start_batch(c->call, &op, 1, &c->t_recv, NULL) != GRPC_CALL_OK) {
+        ctx_unref(c);
+        return recv_over(c);
+    }
+    if (!wait_recv(c)) {
+        c->recv_abandoned = 1;
+        return -1;
+    }
+    if (!c->recv_ok) return recv_over(c);
+    if (!c->recv_bb) {
+        /* No message on a good batch: the client half-closed, unless it was really a cancel. */
+        if (rpc_ctx_cancelled(c)) return recv_over(c);
+        c->recv_eof = 1;
+        return 1;
+    }
+    c->msg_arena = wire_arena_new();
+    ProtobufCAllocator al = wire_arena_allocator(c->msg_arena);
+    int rc = wire_decode(c->recv_bb, desc, &al, msg);
+    grpc_byte_buffer_destroy(c->recv_bb);
+    c->recv_bb = NULL;
+    if (rc != 0) {
+        c->bad_message = 1;
+        rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "stream message is not a valid %s message", desc->name);
+        *msg = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+rpc_server *rpc_ctx_server(const rpc_ctx *c) { return c->srv; }
+
 /* ---- call flow ---------------------------------------------------------------------------- */
 
 static double elapsed_ms(const struct timespec *t0)
@@ -371,7 +462,11 @@ static void run_handler(rpc_ctx *c)
 {
     const rpc_method *m = c->sm->m;
     if (c->is_stream) {
-        int code = m->stream(c, c->req, m->user);
+        int code = c->is_bidi ? c->sm->bidi(c, m->user) : m->stream(c, c->req, m->user);
+        if (c->bad_message) code = RPC_INVALID_ARGUMENT;
+        /* reading ended because we are stopping: whatever the handler made of that, the
+         * client should hear why and come back */
+        if (c->recv_abandoned) code = rpc_ctx_errorf(c, RPC_UNAVAILABLE, "server shutting down");
         if (code == RPC_OK && atomic_load(&c->srv->stopping) && !atomic_load(&c->cancelled)) {
             /* The stream ended because we are going away: tell the client to come back. */
             code = rpc_ctx_errorf(c, RPC_UNAVAILABLE, "server shutting down");
@@ -423,14 +518,16 @@ static void on_request(rpc_ctx *c, int ok)
         return;
     }
     const rpc_method *m = c->sm->m;
-    c->is_stream = m->stream != NULL;
+    c->is_bidi = c->sm->bidi != NULL;
+    c->is_stream = m->stream != NULL || c->is_bidi;
     ProtobufCAllocator al = wire_arena_allocator(c->arena);
-    if (wire_decode(c->payload, m->req, &al, &c->req) != 0) {
+    /* A bidi call has no request payload: its handler reads the messages itself. */
+    if (!c->is_bidi && wire_decode(c->payload, m->req, &al, &c->req) != 0) {
         finish(c, rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "request is not a valid %s message",
                                  m->req->name));
         return;
     }
-    grpc_byte_buffer_destroy(c->payload);
+    if (c->payload) grpc_byte_buffer_destroy(c->payload);
     c->payload = NULL;
     if (!c->is_stream) {
         c->resp = wire_arena_alloc(c->arena, m->resp->sizeof_message);
@@ -482,7 +579,7 @@ static void post_request(rpc_server *s, struct smethod *sm, int cqi)
     grpc_call_error e;
     if (sm)
         e = grpc_server_request_registered_call(s->server, sm->handle, &c->call, &c->deadline, &c->md,
-                                                &c->payload, cq, cq, &c->t_req);
+                                                sm->bidi ? NULL : &c->payload, cq, cq, &c->t_req);
     else
         e = grpc_server_request_call(s->server, &c->call, &c->details, &c->md, cq, cq, &c->t_req);
     if (e != GRPC_CALL_OK) {
@@ -525,6 +622,16 @@ static void *worker_main(void *arg)
             c->send_ok = ev.success;
             pthread_cond_signal(&c->cv);
             pthread_mutex_unlock(&c->mu);
+            break;
+        }
+        case TAG_RECV: {
+            rpc_ctx *c = CTX_OF(t, t_recv);
+            pthread_mutex_lock(&c->mu);
+            c->recv_done = 1;
+            c->recv_ok = ev.success;
+            pthread_cond_signal(&c->cv);
+            pthread_mutex_unlock(&c->mu);
+            ctx_unref(c);
             break;
         }
         case TAG_CLOSE: {
@@ -723,7 +830,43 @@ int rpc_server_add_methods(rpc_server *s, const rpc_method *methods, size_t n, c
             snprintf(err, errlen, "method %s: registered twice", m->path);
             return -1;
         }
-        s->methods[s->n_methods++] = (struct smethod){m, h};
+        s->methods[s->n_methods++] = (struct smethod){m, h, NULL};
+    }
+    return 0;
+}
+
+int rpc_server_add_bidi_methods(rpc_server *s, const rpc_bidi_method *methods, size_t n, char *err,
+                                size_t errlen)
+{
+    if (s->started) {
+        snprintf(err, errlen, "methods must be added before the server starts");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const rpc_bidi_method *b = &methods[i];
+        if (!b->path || !b->req || !b->resp || !b->bidi) {
+            snprintf(err, errlen, "method %s: needs a path, both descriptors and a handler",
+                     b->path ? b->path : "(null)");
+            return -1;
+        }
+        if (s->n_methods == s->cap_methods) {
+            s->cap_methods = s->cap_methods ? s->cap_methods * 2 : 16;
+            s->methods = realloc(s->methods, s->cap_methods * sizeof *s->methods);
+            if (!s->methods) abort();
+        }
+        /* No initial payload: the handler reads every message with rpc_ctx_recv(). */
+        void *h = grpc_server_register_method(s->server, b->path, NULL, GRPC_SRM_PAYLOAD_NONE, 0);
+        if (!h) {
+            snprintf(err, errlen, "method %s: registered twice", b->path);
+            return -1;
+        }
+        rpc_method *m = calloc(1, sizeof *m);
+        if (!m) abort();
+        m->path = b->path;
+        m->req = b->req;
+        m->resp = b->resp;
+        m->user = b->user;
+        s->methods[s->n_methods++] = (struct smethod){m, h, b->bidi};
     }
     return 0;
 }
@@ -758,6 +901,11 @@ int rpc_server_start(rpc_server *s, char *err, size_t errlen)
 }
 
 int rpc_server_port(const rpc_server *s, size_t i) { return i < s->n_ports ? s->ports[i] : 0; }
+
+const char *rpc_server_method_path(const rpc_server *s, size_t i)
+{
+    return i < s->n_methods ? s->methods[i].m->path : NULL;
+}
 
 /* Waits until the core has closed every connection and every accepted call is freed (a
  * handler may still be running after its client went away). ms < 0 waits for ever. */
@@ -817,6 +965,8 @@ void rpc_server_free(rpc_server *s)
     free(s->wargs);
     for (size_t i = 0; i < s->n_health; i++) free(s->health[i].service);
     free(s->health);
+    for (size_t i = 0; i < s->n_methods; i++)
+        if (s->methods[i].bidi) free((rpc_method *)s->methods[i].m);
     free(s->methods);
     free(s->workers);
     pthread_mutex_destroy(&s->mu);

@@ -29,6 +29,9 @@ typedef int (*rpc_unary_fn)(rpc_ctx *ctx, const void *req, void *resp, void *use
 /* Server-streaming handler: send messages with rpc_ctx_send() and return the final status.
  * Runs on a thread of its own, so it may block (poll rpc_ctx_cancelled() while waiting). */
 typedef int (*rpc_stream_fn)(rpc_ctx *ctx, const void *req, void *user);
+/* Bidirectional-streaming handler: read the client's messages with rpc_ctx_recv(), write with
+ * rpc_ctx_send(), return the final status. Runs on a thread of its own, like rpc_stream_fn. */
+typedef int (*rpc_bidi_fn)(rpc_ctx *ctx, void *user);
 
 /* Run the handler off the worker pool, on a thread of its own: for calls that may take long
  * (stopping an agent gracefully takes up to 30 s) so that they never starve other calls. */
@@ -47,6 +50,15 @@ typedef struct rpc_method {
     unsigned flags;
 } rpc_method;
 
+/* A bidirectional-streaming method (a table of its own, so that rpc_method keeps its shape). */
+typedef struct rpc_bidi_method {
+    const char *path;
+    const ProtobufCMessageDescriptor *req;  /* the client's messages */
+    const ProtobufCMessageDescriptor *resp; /* the server's messages */
+    rpc_bidi_fn bidi;
+    void *user;
+} rpc_bidi_method;
+
 typedef struct rpc_server_opts {
     const char *name;           /* for log lines: "manager", "daemon" */
     const char *const *listen;  /* NULL-terminated "host:port" list; port 0 picks one */
@@ -62,6 +74,9 @@ rpc_server *rpc_server_new(const rpc_server_opts *opts, char *err, size_t errlen
 /* Adds methods (before rpc_server_start). The table must outlive the server. Returns 0/-1. */
 int rpc_server_add_methods(rpc_server *s, const rpc_method *methods, size_t n, char *err,
                            size_t errlen);
+/* Adds bidirectional-streaming methods (before rpc_server_start). Returns 0/-1. */
+int rpc_server_add_bidi_methods(rpc_server *s, const rpc_bidi_method *methods, size_t n, char *err,
+                                size_t errlen);
 /* Starts serving. Returns 0, or -1 with err. */
 int rpc_server_start(rpc_server *s, char *err, size_t errlen);
 /* The port actually bound for the i-th listen address (useful with port 0); 0 if none. */
@@ -95,6 +110,18 @@ int rpc_ctx_errorf(rpc_ctx *c, int code, const char *fmt, ...) __attribute__((fo
  * (the handler should then return). */
 int rpc_ctx_send(rpc_ctx *c, const ProtobufCMessage *msg);
 int rpc_ctx_cancelled(const rpc_ctx *c);
+/* Bidi handlers: waits for the client's next message. Returns 0 with *msg (of type desc) valid
+ * until the next rpc_ctx_recv() or the handler's return (each message has an arena of its own,
+ * so a long stream does not grow the call's memory); 1 when the client closed its side (a
+ * client that cancels can also look like this: the core may report the end before the cancel,
+ * and the status sent then goes nowhere, which is harmless); -1
+ * when the call is over (cancelled, server stopping, or a message that does not decode, which
+ * ends the call with INVALID_ARGUMENT): the handler should then return. */
+int rpc_ctx_recv(rpc_ctx *c, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **msg);
+/* The server the call came to (for services that describe the server, such as reflection). */
+rpc_server *rpc_ctx_server(const rpc_ctx *c);
+/* The i-th method path served (health included), or NULL past the end. Fixed once started. */
+const char *rpc_server_method_path(const rpc_server *s, size_t i);
 /* Finishes a call whose handler returned RPC_PENDING: sends the response filled so far (when
  * code is RPC_OK) or the error. Call it exactly once; ctx is gone afterwards. */
 void rpc_ctx_complete(rpc_ctx *c, int code);
