@@ -10,6 +10,7 @@
 
 #include "daemon/dconfig.h"
 #include "daemon/supervisor.h"
+#include "daemon/updater.h"
 #include "rpc/server.h"
 
 typedef struct dservice dservice;
@@ -19,6 +20,7 @@ typedef struct dservice_opts {
     rpc_tls tls;
     sup *sup;
     const dconfig *cfg;        /* borrowed; replace with dservice_swap_config */
+    updr *updr;                /* PushUpdate installs through it; NULL = UNIMPLEMENTED */
 } dservice_opts;
 
 /* Starts serving. NULL with err ("listen 0.0.0.0:9091: ..."). */
