@@ -123,7 +123,7 @@ static void schema_created_and_versioned(void **state)
     sqlite3_close(db);
     store_config cfg = {.driver = "sqlite", .dsn = f->path};
     assert_null(store_open(&cfg, f->err, sizeof f->err));
-    assert_non_null(strstr(f->err, "database schema version 99 is newer than this program's (1)"));
+    assert_non_null(strstr(f->err, "database schema version 99 is newer than this program"));
     assert_non_null(strstr(f->err, f->path));
 
     cfg.driver = "mysql";
