@@ -13,6 +13,7 @@ PKGS=(
   libmicrohttpd-dev                                    # the daemon's agent-heartbeat HTTP endpoint
   libsqlite3-dev sqlite3 libpq-dev postgresql          # manager stores (sqlite3 CLI: test checks)
   uuid-dev libssl-dev openssl                          # node ids, TLS certificates, signatures
+  libcurl4-openssl-dev                                 # the daemon downloads update packages (http/https)
   libcmocka-dev                                        # unit tests
   nghttp2-client procps iproute2 curl jq               # h2load benchmark, process tools, HTTP/JSON checks in test scripts
 )

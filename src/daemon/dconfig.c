@@ -91,9 +91,17 @@ struct raw_manager {
     char *keepalive_time, *keepalive_timeout, *max_message_size, *window_size, *compression;
 };
 
+struct raw_updates {
+    int *enabled;
+    char *public_key;
+    int *keep_versions;
+    char *rollback_window;
+};
+
 struct raw_root {
     struct raw_daemon *daemon;
     struct raw_manager *manager;
+    struct raw_updates *updates;
     struct raw_collectors *collectors;
     struct raw_agent *agent_defaults;
     struct raw_agent *agents;
@@ -239,7 +247,16 @@ static const cyaml_schema_field_t manager_fields[] = {
     CYAML_FIELD_END,
 };
 
+static const cyaml_schema_field_t updates_fields[] = {
+    CYAML_FIELD_BOOL_PTR("enabled", OPT, struct raw_updates, enabled),
+    STR("public_key", struct raw_updates, public_key),
+    CYAML_FIELD_INT_PTR("keep_versions", OPT, struct raw_updates, keep_versions),
+    STR("rollback_window", struct raw_updates, rollback_window),
+    CYAML_FIELD_END,
+};
+
 static const cyaml_schema_field_t root_fields[] = {
+    CYAML_FIELD_MAPPING_PTR("updates", OPTN, struct raw_root, updates, updates_fields),
     CYAML_FIELD_MAPPING_PTR("daemon", OPTN, struct raw_root, daemon, daemon_fields),
     CYAML_FIELD_MAPPING_PTR("manager", OPTN, struct raw_root, manager, manager_fields),
     CYAML_FIELD_IGNORE("labels", CYAML_FLAG_OPTIONAL),
@@ -711,10 +728,38 @@ static int resolve_collectors(struct ctx *c, dconfig *cfg, const struct raw_coll
     return 0;
 }
 
+/* "updates.KEY (line N)": where the key is in the file, for checks libcyaml cannot make. */
+static const char *updates_key(struct ctx *c, const char *key, char *buf, size_t len)
+{
+    yaml_node_t *sec = map_get(c->doc, yaml_document_get_root_node(c->doc), "updates");
+    yaml_node_t *v = map_get(c->doc, sec, key);
+    if (v) snprintf(buf, len, "line %zu: updates.%s", v->start_mark.line + 1, key);
+    else snprintf(buf, len, "updates.%s", key);
+    return buf;
+}
+
+static int resolve_updates(struct ctx *c, dconfig *cfg, const struct raw_updates *r)
+{
+    static const struct raw_updates none;
+    if (!r) r = &none;
+    dconfig_updates *u = &cfg->updates;
+    char where[96];
+    u->enabled = r->enabled ? *r->enabled : 1;
+    if (take_str(c, r->public_key, "", &u->public_key)) return -1;
+    if (*u->public_key && u->public_key[0] != '/')
+        return fail(c, "", updates_key(c, "public_key", where, sizeof where), "must be an absolute path (got \"%s\")",
+                    u->public_key);
+    u->keep_versions = r->keep_versions ? *r->keep_versions : 3;
+    if (u->keep_versions < 1 || u->keep_versions > 100)
+        return fail(c, "", updates_key(c, "keep_versions", where, sizeof where), "must be 1-100 (got %d)", u->keep_versions);
+    return take_dur(c, "", updates_key(c, "rollback_window", where, sizeof where), r->rollback_window, "5s", 1,
+                    &u->rollback_window_ms);
+}
+
 static int resolve(struct ctx *c, dconfig *cfg, const struct raw_root *raw)
 {
     if (resolve_daemon(c, cfg, raw->daemon) || resolve_manager(c, cfg, raw->manager) ||
-        resolve_collectors(c, cfg, raw->collectors))
+        resolve_collectors(c, cfg, raw->collectors) || resolve_updates(c, cfg, raw->updates))
         return -1;
     yaml_node_t *root = yaml_document_get_root_node(c->doc);
     yaml_node_t *labels = map_get(c->doc, root, "labels");
@@ -783,6 +828,7 @@ void dconfig_free(dconfig *cfg)
     dconfig_manager *m = &cfg->manager;
     free(m->address); free(m->spool_dir);
     free(m->tls.cert_file); free(m->tls.key_file); free(m->tls.ca_file); free(m->tls.server_name);
+    free(cfg->updates.public_key);
     for (size_t i = 0; i < cfg->n_labels; i++) { free(cfg->labels[i].key); free(cfg->labels[i].value); }
     free(cfg->labels);
     strv_free(cfg->collectors.mount_points);
@@ -1004,6 +1050,12 @@ int dconfig_dump_yaml(const dconfig *cfg, char **out)
     sb_kv_size(&b, "  ", "max_message_size", m->max_message_bytes);
     sb_kv_size(&b, "  ", "window_size", m->window_bytes);
     sb_kv_str(&b, "  ", "compression", m->gzip ? "gzip" : "none");
+
+    sb_printf(&b, "updates:\n");
+    sb_kv_bool(&b, "  ", "enabled", cfg->updates.enabled);
+    sb_kv_str(&b, "  ", "public_key", cfg->updates.public_key);
+    sb_printf(&b, "  keep_versions: %d\n", cfg->updates.keep_versions);
+    sb_kv_dur(&b, "  ", "rollback_window", cfg->updates.rollback_window_ms);
 
     if (cfg->n_labels) {
         sb_printf(&b, "labels:\n");

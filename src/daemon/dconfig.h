@@ -74,10 +74,20 @@ typedef struct dconfig_manager {
     int gzip;
 } dconfig_manager;
 
+/* updates: events pushed by the manager (daemon/updater.h). */
+typedef struct dconfig_updates {
+    int enabled;            /* keep a SubscribeUpdates stream open; default true */
+    char *public_key;       /* Ed25519 public key (PEM) that packages must be signed with; "" =
+                             * every package is refused (config changes and commands still work) */
+    int keep_versions;      /* previous agent binaries kept for rollback; default 3 */
+    int64_t rollback_window_ms; /* an updated agent must stay running this long; default 5 s */
+} dconfig_updates;
+
 typedef struct dconfig {
     char *path;             /* the file it came from */
     dconfig_daemon daemon;
     dconfig_manager manager;
+    dconfig_updates updates;
     dconfig_label *labels;
     size_t n_labels;
     dconfig_collectors collectors;

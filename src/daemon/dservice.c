@@ -12,12 +12,14 @@
 
 #include "base/log.h"
 #include "daemon.pb-c.h"
+#include "daemon/verify.h"
 
 #define MAX_CONFIG_FILE (1 << 20)
 
 struct dservice {
     rpc_server *srv;
     sup *sup;
+    updr *updr;
     pthread_mutex_t cfg_mu;
     const dconfig *cfg;
     rpc_method methods[9];
@@ -181,6 +183,35 @@ static int get_config(rpc_ctx *c, const void *reqv, void *respv, void *user)
     return RPC_OK;
 }
 
+/* PushUpdate: the manager calling in directly; the same verify-and-install path as a pushed
+ * version_update. component is "daemon", or "agent" with the agent named as "agent:<id>" (the
+ * contract's UpdateRequest has no agent field). Outcomes other than applied answer
+ * success=false with the reason; a malformed request is INVALID_ARGUMENT. */
+static int push_update(rpc_ctx *c, const void *reqv, void *respv, void *user)
+{
+    dservice *d = user;
+    const Proto__UpdateRequest *req = reqv;
+    Proto__UpdateResponse *resp = respv;
+    if (!d->updr) return rpc_ctx_errorf(c, RPC_UNIMPLEMENTED, "updates are not enabled on this daemon");
+    const char *comp = req->component, *agent = NULL;
+    if (!strncmp(comp, "agent:", 6)) {
+        agent = comp + 6;
+        comp = "agent";
+    } else if (strcmp(comp, "daemon") != 0) {
+        return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "component must be \"daemon\" or \"agent:<agent id>\" (got \"%.60s\")", comp);
+    }
+    if (agent && !*agent) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "component: agent id is empty");
+    uint8_t sig[64];
+    if (vfy_decode_signature(req->signature, sig) != 0)
+        return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "signature must be 128 hex digits or base64 of 64 bytes");
+    char msg[1024];
+    updr_outcome o = updr_install(d->updr, comp, agent, req->version, req->download_url, req->update_data.data,
+                                  req->update_data.len, req->hash, sig, sizeof sig, msg, sizeof msg);
+    resp->success = o == UPDR_APPLIED;
+    resp->message = rpc_ctx_sprintf(c, "%s: %s", updr_outcome_name(o), msg);
+    return RPC_OK;
+}
+
 static int not_here(rpc_ctx *c, const void *reqv, void *respv, void *user)
 {
     (void)reqv; (void)respv; (void)user;
@@ -192,6 +223,7 @@ dservice *dservice_start(const dservice_opts *o, char *err, size_t errlen)
     dservice *d = calloc(1, sizeof *d);
     if (!d) { snprintf(err, errlen, "out of memory"); return NULL; }
     d->sup = o->sup;
+    d->updr = o->updr;
     d->cfg = o->cfg;
     pthread_mutex_init(&d->cfg_mu, NULL);
     rpc_method m[] = {
@@ -202,7 +234,7 @@ dservice *dservice_start(const dservice_opts *o, char *err, size_t errlen)
         {"/proto.DaemonService/Register", &proto__register_request__descriptor, &proto__register_response__descriptor, not_here, NULL, d, 0},
         {"/proto.DaemonService/Heartbeat", &proto__heartbeat_request__descriptor, &proto__heartbeat_response__descriptor, not_here, NULL, d, 0},
         {"/proto.DaemonService/ReportMetrics", &proto__metrics_request__descriptor, &proto__metrics_response__descriptor, not_here, NULL, d, 0},
-        {"/proto.DaemonService/PushUpdate", &proto__update_request__descriptor, &proto__update_response__descriptor, not_here, NULL, d, 0},
+        {"/proto.DaemonService/PushUpdate", &proto__update_request__descriptor, &proto__update_response__descriptor, push_update, NULL, d, RPC_METHOD_SLOW},
         {"/proto.DaemonService/SyncAgentStates", &proto__sync_agent_states_request__descriptor, &proto__sync_agent_states_response__descriptor, not_here, NULL, d, 0},
     };
     memcpy(d->methods, m, sizeof m);

@@ -11,6 +11,7 @@
 #include "daemon/dconfig.h"
 #include "daemon/supervisor.h"
 #include "rpc/reflection.h"
+#include "daemon/updater.h"
 #include "rpc/server.h"
 
 typedef struct dservice dservice;
@@ -21,6 +22,7 @@ typedef struct dservice_opts {
     sup *sup;
     const dconfig *cfg;        /* borrowed; replace with dservice_swap_config */
     const rpc_reflection *reflection; /* serve server reflection from it (borrowed); NULL: none */
+    updr *updr;                /* PushUpdate installs through it; NULL = UNIMPLEMENTED */
 } dservice_opts;
 
 /* Starts serving. NULL with err ("listen 0.0.0.0:9091: ..."). */

@@ -18,6 +18,7 @@
 #include "daemon/nodeid.h"
 #include "daemon/supervisor.h"
 #include "ops_descriptors.h"
+#include "daemon/updater.h"
 
 static const char usage[] =
     "usage: ops-daemon -c FILE [--stop-agents]\n"
@@ -48,7 +49,18 @@ struct daemon_state {
     rpc_reflection *refl; /* server reflection's index of the compiled-in descriptor set */
     link_t *link;
     char node_id[128];
+    updr *updr;
+    char reexec_path[4096]; /* set by a daemon self-update: exec it after a clean stop */
 };
+
+/* A new daemon binary is in place (updater thread): stop like SIGTERM, agents left running,
+ * then exec it; the new daemon re-adopts the agents from agents.state. */
+static void on_self_update(void *user, const char *exe_path)
+{
+    struct daemon_state *d = user;
+    snprintf(d->reexec_path, sizeof d->reexec_path, "%s", exe_path);
+    kill(getpid(), SIGUSR2);
+}
 
 static int on_heartbeat(void *user, const hb_report *r)
 {
@@ -140,6 +152,7 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR2); /* self-update: re-exec */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -173,7 +186,14 @@ int main(int argc, char **argv)
         log_error("daemon.reflection_failed", "error=\"%s\"", err);
         goto out;
     }
-    dservice_opts dopts = {.listen = listen_list, .sup = d.sup, .cfg = d.cfg, .reflection = d.refl};
+    updr_opts uo = {.cfg = d.cfg, .node_id = d.node_id, .sup = d.sup, .no_stream = !d.cfg->updates.enabled,
+                    .on_self_update = on_self_update, .user = &d};
+    d.updr = updr_start(&uo, err, sizeof err);
+    if (!d.updr) {
+        log_error("daemon.updater_failed", "error=\"%s\"", err);
+        goto out;
+    }
+    dservice_opts dopts = {.listen = listen_list, .sup = d.sup, .cfg = d.cfg, .reflection = d.refl, .updr = d.updr};
     d.svc = dservice_start(&dopts, err, sizeof err);
     if (!d.svc) {
         log_error("daemon.grpc_failed", "listen=%s error=\"%s\"", listen, err);
@@ -194,7 +214,14 @@ int main(int argc, char **argv)
         if (sig == SIGHUP) {
             reload(&d);
             link_config_changed(d.link, d.cfg);
+            updr_config_changed(d.updr, d.cfg);
             continue;
+        }
+        if (sig == SIGUSR2) {
+            if (!d.reexec_path[0]) continue;
+            stop_agents = 0;
+            log_info("daemon.reexec", "node=%s binary=%s", d.node_id, d.reexec_path);
+            break;
         }
         log_info("daemon.stopping", "node=%s signal=%s stop_agents=%d", d.node_id, sig == SIGTERM ? "TERM" : "INT", stop_agents);
         break;
@@ -204,11 +231,17 @@ out:
     link_stop(d.link);
     dservice_stop(d.svc, 5000);
     rpc_reflection_free(d.refl);
+    updr_stop(d.updr);
     if (d.hb) hbhttp_stop(d.hb);
     sup_free(d.sup, stop_agents);
     if (d.cfg->daemon.pid_file && *d.cfg->daemon.pid_file && rc == 0) unlink(d.cfg->daemon.pid_file);
     log_info("daemon.stopped", "node=%s rc=%d", d.node_id, rc);
     dconfig_free(d.cfg);
     log_close();
+    if (rc == 0 && d.reexec_path[0]) {
+        execv(d.reexec_path, argv);
+        fprintf(stderr, "ops-daemon: exec %s: %s\n", d.reexec_path, strerror(errno));
+        return 1;
+    }
     return rc;
 }

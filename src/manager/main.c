@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/log.h"
 #include "manager/liveness.h"
@@ -15,6 +16,7 @@
 #include "manager/retention.h"
 #include "manager/store.h"
 #include "ops_descriptors.h"
+#include "manager/updates.h"
 
 static const char usage[] =
     "usage: ops-manager -c FILE\n"
@@ -106,6 +108,7 @@ int main(int argc, char **argv)
     mservice *svc = NULL;
     rpc_reflection *refl = NULL;
     pool *daemons = NULL;
+    upd *updates = NULL;
     store_config sc = {.driver = cfg->database.driver, .dsn = cfg->database.dsn};
     st = store_open(&sc, err, sizeof err);
     if (!st) {
@@ -162,6 +165,13 @@ int main(int argc, char **argv)
         goto out;
     }
     mo.reflection = refl;
+    upd_opts uo = {.store = st};
+    updates = upd_new(&uo, err, sizeof err);
+    if (!updates) {
+        log_error("manager.updates_failed", "error=\"%s\"", err);
+        goto out;
+    }
+    mo.extra_methods = upd_methods(updates, &mo.n_extra_methods);
     svc = mservice_start(&mo, err, sizeof err);
     if (!svc) {
         log_error("manager.grpc_failed", "listen=%s error=\"%s\"", listen, err);
@@ -175,6 +185,11 @@ int main(int argc, char **argv)
         if (sig < 0) {
             size_t closed = pool_sweep_idle(daemons);
             if (closed) log_info("pool.idle_closed", "channels=%zu open=%zu", closed, pool_size(daemons));
+            uint64_t compacted = 0;
+            if (upd_compact(updates, (int64_t)time(NULL), &compacted, err, sizeof err) != 0)
+                log_warn("update.compact_failed", "error=\"%s\"", err);
+            else if (compacted)
+                log_info("update.compacted", "events=%llu", (unsigned long long)compacted);
             continue;
         }
         if (sig == SIGHUP) {
@@ -189,6 +204,7 @@ int main(int argc, char **argv)
 out:
     mservice_stop(svc, 10000);
     rpc_reflection_free(refl);
+    upd_free(updates); /* after the server: no stream uses it any more */
     pool_free(daemons);
     retention_stop(ret);
     liveness_free(live); /* flushes last_seen of every node */

@@ -281,6 +281,7 @@ mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen)
     m->srv = rpc_server_new(&so, err, errlen);
     if (!m->srv || rpc_server_add_methods(m->srv, m->methods, sizeof t / sizeof t[0], err, errlen) != 0 ||
         (o->reflection && rpc_reflection_register(m->srv, o->reflection, err, errlen) != 0) ||
+        (o->n_extra_methods && rpc_server_add_methods(m->srv, o->extra_methods, o->n_extra_methods, err, errlen) != 0) ||
         rpc_server_start(m->srv, err, errlen) != 0) {
         if (m->srv) rpc_server_free(m->srv);
         free(m);

@@ -27,6 +27,8 @@ typedef struct mservice_opts {
     int64_t metrics_interval_s;
     int quiet_access_log;
     const rpc_reflection *reflection; /* serve server reflection from it (borrowed); NULL: none */
+    const rpc_method *extra_methods; /* served too (updates.h's SubscribeUpdates...); must outlive it */
+    size_t n_extra_methods;
 } mservice_opts;
 
 mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen);

@@ -227,3 +227,63 @@ void store_string_list_free(store_string_list *l)
     l->items = NULL;
     l->n = 0;
 }
+
+/* ---- pushed update events ------------------------------------------------------------------ */
+
+static int no_updates(const store *s, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "database driver '%s' does not store update events yet", s->drv->name);
+    return -1;
+}
+
+int store_add_updates(store *s, const store_update_in *ev, const char *const *node_ids, size_t n,
+                      uint64_t *ids_out, char *err, size_t errlen)
+{
+    if (!s->drv->add_updates) return no_updates(s, err, errlen);
+    return s->drv->add_updates(s, ev, node_ids, n, ids_out, err, errlen);
+}
+
+int store_set_update_result(store *s, const char *node_id, uint64_t id, const char *outcome,
+                            const char *message, int64_t at, int *found, char *err, size_t errlen)
+{
+    if (!s->drv->set_update_result) return no_updates(s, err, errlen);
+    return s->drv->set_update_result(s, node_id, id, outcome, message, at, found, err, errlen);
+}
+
+int store_compact_updates(store *s, int64_t before, uint64_t *deleted, char *err, size_t errlen)
+{
+    if (!s->drv->compact_updates) return no_updates(s, err, errlen);
+    return s->drv->compact_updates(s, before, deleted, err, errlen);
+}
+
+int store_list_updates_after(store *s, const char *node_id, uint64_t after_id, int64_t stale_before,
+                             size_t limit, store_update_list *out, char *err, size_t errlen)
+{
+    out->items = NULL;
+    out->n = 0;
+    if (!s->drv->list_updates_after) return no_updates(s, err, errlen);
+    return s->drv->list_updates_after(s, node_id, after_id, stale_before, limit, out, err, errlen);
+}
+
+int store_list_updates(store *s, const store_update_filter *f, store_update_list *out, char *err,
+                       size_t errlen)
+{
+    out->items = NULL;
+    out->n = 0;
+    if (!s->drv->list_updates) return no_updates(s, err, errlen);
+    return s->drv->list_updates(s, f, out, err, errlen);
+}
+
+void store_update_list_free(store_update_list *l)
+{
+    if (!l) return;
+    for (size_t i = 0; i < l->n; i++) {
+        store_update *u = &l->items[i];
+        free(u->node_id); free(u->kind); free(u->component); free(u->agent_id);
+        free(u->version); free(u->download_url); free(u->hash_sha256); free(u->operation);
+        free(u->signature); free(u->payload); free(u->outcome); free(u->message);
+    }
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}

@@ -196,6 +196,48 @@ typedef struct store_audit_filter {
     size_t limit;       /* 0 = 100 */
 } store_audit_filter;
 
+/* ---- pushed update events (SubscribeUpdates) ----------------------------------------------
+ * One row per (event, target node), ids increasing and never reused, so a daemon resumes after
+ * the last id it applied. kind is version_update | config_change | command. */
+typedef struct store_update_in {
+    const char *kind;
+    const char *component;   /* agent | daemon ("" for config_change and command) */
+    const char *agent_id;
+    const char *version, *download_url, *hash_sha256, *operation;
+    const uint8_t *signature;
+    size_t signature_len;
+    const uint8_t *payload;  /* config content or an inline package */
+    size_t payload_len;
+    int64_t created_at;
+} store_update_in;
+
+typedef struct store_update {
+    uint64_t id;
+    char *node_id, *kind, *component, *agent_id, *version, *download_url, *hash_sha256,
+        *operation;
+    uint8_t *signature;
+    size_t signature_len;
+    uint8_t *payload;
+    size_t payload_len;
+    int64_t created_at;
+    char *outcome;           /* "" while no result came back; else applied | rolled_back | refused | failed */
+    char *message;
+    int64_t result_at;
+} store_update;
+
+typedef struct store_update_list {
+    store_update *items;
+    size_t n;
+} store_update_list;
+
+typedef struct store_update_filter {
+    const char *node_id;     /* NULL/"": every node */
+    uint64_t event_id;       /* 0: any; else just that event */
+    int pending_only;        /* only events without a result */
+    uint64_t before_id;      /* 0: from the newest; else only id < before_id (paging) */
+    size_t limit;            /* 0 = 100 */
+} store_update_filter;
+
 typedef struct store_string_list {
     char **items;
     size_t n;
@@ -249,6 +291,18 @@ int store_delete_node(store *s, const char *node_id, int *found, char *err, size
 /* Appends one audit record. */
 int store_add_audit(store *s, const store_audit_in *a, char *err, size_t errlen);
 
+/* Stores ev once per node (n nodes, in one transaction); ids_out (may be NULL) gets the n new
+ * ids, increasing in node order. */
+int store_add_updates(store *s, const store_update_in *ev, const char *const *node_ids, size_t n,
+                      uint64_t *ids_out, char *err, size_t errlen);
+/* A daemon's result for one of its events. *found (may be NULL) = 0 when the node has no event
+ * with that id (nothing is written). A second result for the same event replaces the first. */
+int store_set_update_result(store *s, const char *node_id, uint64_t id, const char *outcome,
+                            const char *message, int64_t at, int *found, char *err, size_t errlen);
+/* Retention: deletes events created before `before` that a replay would skip anyway (see
+ * store_list_updates_after). *deleted (may be NULL) = rows deleted. */
+int store_compact_updates(store *s, int64_t before, uint64_t *deleted, char *err, size_t errlen);
+
 /* ---- reads -------------------------------------------------------------------------------- */
 
 /* filter NULL = all nodes. */
@@ -271,6 +325,15 @@ int store_list_audit(store *s, const store_audit_filter *f, store_audit_list *ou
 /* The metric types a node has points of in [from, to], sorted. */
 int store_list_metric_types(store *s, const char *node_id, int64_t from, int64_t to,
                             store_string_list *out, char *err, size_t errlen);
+/* Replay for a subscribing daemon: its events with id > after_id, oldest first, at most limit
+ * (0 = 1000). Events created before stale_before are returned only as the latest state: a
+ * command that old is dropped, and an older event is skipped when a later one exists for the
+ * same (kind, component, agent_id). */
+int store_list_updates_after(store *s, const char *node_id, uint64_t after_id, int64_t stale_before,
+                             size_t limit, store_update_list *out, char *err, size_t errlen);
+/* Events with their status for operators, newest first. */
+int store_list_updates(store *s, const store_update_filter *f, store_update_list *out, char *err,
+                       size_t errlen);
 
 void store_node_free(store_node *n);          /* frees the fields, not n */
 void store_node_list_free(store_node_list *l); /* frees the items; l is left empty */
@@ -280,6 +343,7 @@ void store_point_list_free(store_point_list *l);
 void store_stat_list_free(store_stat_list *l);
 void store_audit_list_free(store_audit_list *l);
 void store_string_list_free(store_string_list *l);
+void store_update_list_free(store_update_list *l);
 
 /* ---- driver interface: what an implementation provides (store.c dispatches to it) -------- */
 
@@ -312,6 +376,15 @@ typedef struct store_driver {
     int (*list_audit)(store *, const store_audit_filter *, store_audit_list *, char *, size_t);
     int (*list_metric_types)(store *, const char *, int64_t, int64_t, store_string_list *, char *,
                              size_t);
+    /* pushed update events (NULL: the driver does not have them yet) */
+    int (*add_updates)(store *, const store_update_in *, const char *const *, size_t, uint64_t *,
+                       char *, size_t);
+    int (*set_update_result)(store *, const char *, uint64_t, const char *, const char *, int64_t,
+                             int *, char *, size_t);
+    int (*compact_updates)(store *, int64_t, uint64_t *, char *, size_t);
+    int (*list_updates_after)(store *, const char *, uint64_t, int64_t, size_t, store_update_list *,
+                              char *, size_t);
+    int (*list_updates)(store *, const store_update_filter *, store_update_list *, char *, size_t);
 } store_driver;
 
 /* Every driver's handle starts with this. */

@@ -65,6 +65,20 @@ static const char *const migrations[] = {
     "CREATE TABLE metrics ("
     "  node_ref INTEGER NOT NULL, ts INTEGER NOT NULL, type TEXT NOT NULL, vals TEXT NOT NULL,"
     "  PRIMARY KEY (node_ref, ts, type)) WITHOUT ROWID;",
+    /* pushed update events (updates.h). AUTOINCREMENT: an id is never reused after a
+     * compaction, since daemons resume after the last id they saw. IF NOT EXISTS: this
+     * migration may be renumbered when branches merge. */
+    "CREATE TABLE IF NOT EXISTS update_events ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT, node_id TEXT NOT NULL, kind TEXT NOT NULL,"
+    "  component TEXT NOT NULL DEFAULT '', agent_id TEXT NOT NULL DEFAULT '',"
+    "  version TEXT NOT NULL DEFAULT '', download_url TEXT NOT NULL DEFAULT '',"
+    "  hash_sha256 TEXT NOT NULL DEFAULT '', operation TEXT NOT NULL DEFAULT '',"
+    "  signature BLOB, payload BLOB, created_at INTEGER NOT NULL,"
+    "  outcome TEXT NOT NULL DEFAULT '', message TEXT NOT NULL DEFAULT '',"
+    "  result_at INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX IF NOT EXISTS update_events_by_node ON update_events(node_id, id);"
+    "CREATE INDEX IF NOT EXISTS update_events_by_key"
+    "  ON update_events(node_id, kind, component, agent_id, id);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -1582,6 +1596,244 @@ fail:
     return NULL;
 }
 
+/* ---- pushed update events ------------------------------------------------------------------
+ * Rare writes (an operator's publish, a daemon's result): statements are prepared per request
+ * on the writer connection rather than kept in the writer's table. */
+
+/* Prepares sql on the writer connection (writer thread only). */
+static sqlite3_stmt *w_prepare(sqlstore *s, const char *sql, const char *what, char *err, size_t errlen)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->wdb, sql, -1, &st, NULL) != SQLITE_OK) {
+        db_fail(s->wdb, what, err, errlen);
+        return NULL;
+    }
+    return st;
+}
+
+static int w_step_done(sqlstore *s, sqlite3_stmt *st, const char *what, char *err, size_t errlen)
+{
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        db_fail(s->wdb, what, err, errlen);
+        sqlite3_reset(st);
+        return -1;
+    }
+    sqlite3_reset(st);
+    return 0;
+}
+
+struct add_updates_args {
+    const store_update_in *ev;
+    const char *const *nodes;
+    size_t n;
+    uint64_t *ids;
+};
+
+static int w_add_updates(sqlstore *s, void *arg, char *err, size_t errlen)
+{
+    static const char *what = "store update event";
+    struct add_updates_args *a = arg;
+    const store_update_in *e = a->ev;
+    sqlite3_stmt *st = w_prepare(s,
+        "INSERT INTO update_events (node_id, kind, component, agent_id, version, download_url,"
+        " hash_sha256, operation, signature, payload, created_at)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)", what, err, errlen);
+    if (!st) return -1;
+    int rc = 0;
+    for (size_t i = 0; i < a->n && rc == 0; i++) {
+        bind_str(st, 1, a->nodes[i]);
+        bind_str(st, 2, e->kind);
+        bind_str(st, 3, e->component);
+        bind_str(st, 4, e->agent_id);
+        bind_str(st, 5, e->version);
+        bind_str(st, 6, e->download_url);
+        bind_str(st, 7, e->hash_sha256);
+        bind_str(st, 8, e->operation);
+        sqlite3_bind_blob(st, 9, e->signature ? (const void *)e->signature : "", (int)e->signature_len, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 10, e->payload ? (const void *)e->payload : "", (int)e->payload_len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 11, e->created_at);
+        rc = w_step_done(s, st, what, err, errlen);
+        if (rc == 0 && a->ids) a->ids[i] = (uint64_t)sqlite3_last_insert_rowid(s->wdb);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int sq_add_updates(store *st, const store_update_in *ev, const char *const *node_ids, size_t n,
+                          uint64_t *ids_out, char *err, size_t errlen)
+{
+    if (!n) return 0;
+    if (!ev->kind || !*ev->kind) { snprintf(err, errlen, "store update event: kind is empty"); return -1; }
+    if (ev->payload_len > INT32_MAX || ev->signature_len > INT32_MAX) {
+        snprintf(err, errlen, "store update event: payload too large");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (need_id(node_ids[i], err, errlen) < 0) return -1;
+    struct add_updates_args a = {ev, node_ids, n, ids_out};
+    return submit(impl(st), w_add_updates, &a, err, errlen);
+}
+
+struct update_result_args {
+    const char *node_id, *outcome, *message;
+    uint64_t id;
+    int64_t at;
+    int found;
+};
+
+static int w_update_result(sqlstore *s, void *arg, char *err, size_t errlen)
+{
+    static const char *what = "record update result";
+    struct update_result_args *a = arg;
+    sqlite3_stmt *st = w_prepare(s,
+        "UPDATE update_events SET outcome = ?3, message = ?4, result_at = ?5"
+        " WHERE id = ?1 AND node_id = ?2", what, err, errlen);
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)a->id);
+    bind_str(st, 2, a->node_id);
+    bind_str(st, 3, a->outcome);
+    bind_str(st, 4, a->message);
+    sqlite3_bind_int64(st, 5, a->at);
+    int rc = w_step_done(s, st, what, err, errlen);
+    if (rc == 0) a->found = sqlite3_changes(s->wdb) > 0;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int sq_set_update_result(store *st, const char *node_id, uint64_t id, const char *outcome,
+                                const char *message, int64_t at, int *found, char *err, size_t errlen)
+{
+    if (need_id(node_id, err, errlen) < 0) return -1;
+    struct update_result_args a = {node_id, outcome, message, id, at, 0};
+    int rc = submit(impl(st), w_update_result, &a, err, errlen);
+    if (found) *found = rc == 0 && a.found;
+    return rc;
+}
+
+/* An event is "superseded" when a later one exists for the same node and target. */
+#define UPD_SUPERSEDED                                                                          \
+    "EXISTS (SELECT 1 FROM update_events l WHERE l.node_id = e.node_id AND l.kind = e.kind"     \
+    " AND l.component = e.component AND l.agent_id = e.agent_id AND l.id > e.id)"
+
+struct compact_args {
+    int64_t before;
+    uint64_t deleted;
+};
+
+static int w_compact_updates(sqlstore *s, void *arg, char *err, size_t errlen)
+{
+    static const char *what = "compact update events";
+    struct compact_args *a = arg;
+    sqlite3_stmt *st = w_prepare(s,
+        "DELETE FROM update_events AS e WHERE e.created_at < ?1"
+        " AND (e.kind = 'command' OR " UPD_SUPERSEDED ")", what, err, errlen);
+    if (!st) return -1;
+    sqlite3_bind_int64(st, 1, a->before);
+    int rc = w_step_done(s, st, what, err, errlen);
+    if (rc == 0) a->deleted = (uint64_t)sqlite3_changes(s->wdb);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int sq_compact_updates(store *st, int64_t before, uint64_t *deleted, char *err, size_t errlen)
+{
+    struct compact_args a = {before, 0};
+    int rc = submit(impl(st), w_compact_updates, &a, err, errlen);
+    if (deleted) *deleted = rc == 0 ? a.deleted : 0;
+    return rc;
+}
+
+#define UPD_COLUMNS                                                                             \
+    "e.id, e.node_id, e.kind, e.component, e.agent_id, e.version, e.download_url,"              \
+    " e.hash_sha256, e.operation, e.signature, e.payload, e.created_at, e.outcome, e.message,"  \
+    " e.result_at"
+
+static uint8_t *col_blob(rd *r, int i, size_t *len)
+{
+    const void *b = sqlite3_column_blob(r->st, i);
+    int n = sqlite3_column_bytes(r->st, i);
+    *len = 0;
+    uint8_t *c = malloc(n > 0 ? (size_t)n : 1);
+    if (!c) { r->oom = 1; return NULL; }
+    if (n > 0 && b) memcpy(c, b, (size_t)n);
+    *len = n > 0 ? (size_t)n : 0;
+    return c;
+}
+
+static int read_updates(rd *r, store_update_list *out, const char *what, char *err, size_t errlen)
+{
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(r->st)) == SQLITE_ROW) {
+        if (grow(r, (void **)&out->items, out->n, &cap, sizeof *out->items) < 0) break;
+        store_update *u = &out->items[out->n++];
+        memset(u, 0, sizeof *u);
+        u->id = (uint64_t)sqlite3_column_int64(r->st, 0);
+        u->node_id = col_str(r, 1);
+        u->kind = col_str(r, 2);
+        u->component = col_str(r, 3);
+        u->agent_id = col_str(r, 4);
+        u->version = col_str(r, 5);
+        u->download_url = col_str(r, 6);
+        u->hash_sha256 = col_str(r, 7);
+        u->operation = col_str(r, 8);
+        u->signature = col_blob(r, 9, &u->signature_len);
+        u->payload = col_blob(r, 10, &u->payload_len);
+        u->created_at = sqlite3_column_int64(r->st, 11);
+        u->outcome = col_str(r, 12);
+        u->message = col_str(r, 13);
+        u->result_at = sqlite3_column_int64(r->st, 14);
+        if (r->oom) break;
+    }
+    if (rd_end(r, rc, what, err, errlen) < 0) {
+        store_update_list_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+static int sq_list_updates_after(store *st, const char *node_id, uint64_t after_id, int64_t stale_before,
+                                 size_t limit, store_update_list *out, char *err, size_t errlen)
+{
+    static const char *what = "list update events";
+    out->items = NULL;
+    out->n = 0;
+    rd r;
+    if (rd_begin(&r, impl(st),
+                 "SELECT " UPD_COLUMNS " FROM update_events AS e WHERE e.node_id = ?1 AND e.id > ?2"
+                 " AND (e.created_at >= ?3 OR (e.kind <> 'command' AND NOT " UPD_SUPERSEDED "))"
+                 " ORDER BY e.id LIMIT ?4",
+                 what, err, errlen) < 0)
+        return -1;
+    bind_str(r.st, 1, node_id);
+    sqlite3_bind_int64(r.st, 2, (sqlite3_int64)after_id);
+    sqlite3_bind_int64(r.st, 3, stale_before);
+    sqlite3_bind_int64(r.st, 4, (sqlite3_int64)(limit ? limit : 1000));
+    return read_updates(&r, out, what, err, errlen);
+}
+
+static int sq_list_updates(store *st, const store_update_filter *f, store_update_list *out, char *err,
+                           size_t errlen)
+{
+    static const char *what = "list update events";
+    out->items = NULL;
+    out->n = 0;
+    rd r;
+    if (rd_begin(&r, impl(st),
+                 "SELECT " UPD_COLUMNS " FROM update_events AS e WHERE (?1 = '' OR e.node_id = ?1)"
+                 " AND (?2 = 0 OR e.id = ?2) AND (?3 = 0 OR e.outcome = '') AND (?4 = 0 OR e.id < ?4)"
+                 " ORDER BY e.id DESC LIMIT ?5",
+                 what, err, errlen) < 0)
+        return -1;
+    bind_str(r.st, 1, f ? f->node_id : NULL);
+    sqlite3_bind_int64(r.st, 2, f ? (sqlite3_int64)f->event_id : 0);
+    sqlite3_bind_int(r.st, 3, f ? f->pending_only : 0);
+    sqlite3_bind_int64(r.st, 4, f ? (sqlite3_int64)f->before_id : 0);
+    sqlite3_bind_int64(r.st, 5, (sqlite3_int64)(f && f->limit ? f->limit : 100));
+    return read_updates(&r, out, what, err, errlen);
+}
+
 store *store_sqlite_open(const store_config *cfg, char *err, size_t errlen)
 {
     return sq_open(cfg, err, errlen);
@@ -1605,4 +1857,9 @@ static const store_driver sqlite_driver = {
     .list_node_events = sq_list_node_events,
     .query_metrics = sq_query_metrics,
     .metric_stats = sq_metric_stats,
+    .add_updates = sq_add_updates,
+    .set_update_result = sq_set_update_result,
+    .compact_updates = sq_compact_updates,
+    .list_updates_after = sq_list_updates_after,
+    .list_updates = sq_list_updates,
 };

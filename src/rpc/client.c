@@ -363,6 +363,11 @@ int rpc_stream_open(rpc_channel *ch, const char *method, const ProtobufCMessage 
     return 0;
 }
 
+void rpc_stream_cancel(rpc_stream *st)
+{
+    grpc_call_cancel(st->call, NULL); /* thread-safe in the core */
+}
+
 int rpc_stream_next(rpc_stream *st, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **msg,
                     rpc_result *res)
 {

@@ -66,6 +66,9 @@ int rpc_stream_next(rpc_stream *st, const ProtobufCMessageDescriptor *desc, Prot
                     rpc_result *res);
 /* Cancels the call if still open, and frees it. */
 void rpc_stream_close(rpc_stream *st);
+/* Cancels the call from any thread (a reader blocked in rpc_stream_next returns 0 with
+ * CANCELLED); the stream must still be closed by its owner. */
+void rpc_stream_cancel(rpc_stream *st);
 
 /* Bidirectional streams reuse rpc_stream: open without a request, then alternate
  * rpc_stream_send() and rpc_stream_next() from one thread; rpc_stream_close_send() half-closes

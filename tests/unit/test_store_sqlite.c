@@ -116,14 +116,14 @@ static void schema_created_and_versioned(void **state)
     assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &st, NULL),
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 1);
+    assert_true(sqlite3_column_int(st, 0) >= 2); /* 2: update_events (updates.h) */
     sqlite3_finalize(st);
     assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 99", NULL, NULL, NULL),
                      SQLITE_OK);
     sqlite3_close(db);
     store_config cfg = {.driver = "sqlite", .dsn = f->path};
     assert_null(store_open(&cfg, f->err, sizeof f->err));
-    assert_non_null(strstr(f->err, "database schema version 99 is newer than this program's (1)"));
+    assert_non_null(strstr(f->err, "database schema version 99 is newer than this program"));
     assert_non_null(strstr(f->err, f->path));
 
     cfg.driver = "mysql";

@@ -1,0 +1,68 @@
+/* updates: events the manager pushes to daemons over manager.ManagerService/SubscribeUpdates
+ * (config changes, signed agent and daemon packages, agent commands), and the results daemons
+ * send back with ReportEventResult. This is how the manager reaches a daemon it cannot dial:
+ * the daemon keeps the stream open.
+ *
+ * Publishing stores one event per target node (ids increase and are never reused) and wakes
+ * that node's stream. A stream first replays the node's events after the request's
+ * last_event_id from the store (events older than the retention window only as the latest state
+ * per (kind, component, agent_id); old commands are dropped), then sleeps on its node's
+ * condition variable and sends what is published next. One stream per node: a new subscription
+ * ends the older one (ABORTED). Idle streams are kept alive by the transport's keepalive pings
+ * (rpc/settings.h: the server pings every 60 s, the daemon's channel every 30 s even without
+ * calls), which also keeps NAT mappings open.
+ *
+ * Owns: the per-node notifier table and the stream count. Borrows the store, which must
+ * outlive it; upd_free must come after the rpc server that serves upd_methods() has stopped. */
+#ifndef OPS_MANAGER_UPDATES_H
+#define OPS_MANAGER_UPDATES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "manager/store.h"
+#include "rpc/server.h"
+
+typedef struct upd upd;
+
+enum { UPD_OK = 0, UPD_INVALID = 1, UPD_ERROR = -1 };
+
+typedef struct upd_opts {
+    store *store;
+    int max_streams;          /* concurrent SubscribeUpdates streams; 0 = 10000 */
+    int64_t retention_s;      /* older events replay only as the latest state; 0 = 7 days */
+    int64_t wake_ms;          /* how often a waiting stream checks for cancellation; 0 = 500 */
+} upd_opts;
+
+/* What an operator publishes (borrowed for the call). kind: version_update | config_change |
+ * command. Required: config_change agent_id + payload (the config file's content, may be
+ * empty); command agent_id + operation start|stop|restart; version_update component
+ * agent|daemon (agent: agent_id), version, hash_sha256 (64 hex), signature (64 bytes), and
+ * download_url or payload. */
+typedef struct upd_event_in {
+    const char *kind;
+    const char *component;
+    const char *agent_id;
+    const char *version, *download_url, *hash_sha256, *operation;
+    const uint8_t *signature;
+    size_t signature_len;
+    const uint8_t *payload;
+    size_t payload_len;
+} upd_event_in;
+
+upd *upd_new(const upd_opts *o, char *err, size_t errlen);
+void upd_free(upd *u);
+
+/* Stores ev for each of the n nodes and wakes their streams. ids_out (may be NULL) gets the n
+ * event ids. UPD_OK; UPD_INVALID with err naming the field; UPD_ERROR (store) with err. */
+int upd_publish(upd *u, const upd_event_in *ev, const char *const *node_ids, size_t n,
+                uint64_t *ids_out, char *err, size_t errlen);
+/* Retention: deletes events that replay would skip (older than the window and superseded, or
+ * old commands). Call it now and then (the manager's idle tick). */
+int upd_compact(upd *u, int64_t now, uint64_t *deleted, char *err, size_t errlen);
+/* The methods to add to the manager's server: SubscribeUpdates and ReportEventResult. */
+const rpc_method *upd_methods(upd *u, size_t *n);
+/* Streams open now. */
+size_t upd_stream_count(upd *u);
+
+#endif
