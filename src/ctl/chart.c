@@ -145,6 +145,7 @@ char *chart_plot(const chart_point *pts, size_t n, const chart_opts *o)
         sb_str(&b, lab);
         sb_str(&b, *l ? " ┤" : " │");
         for (int c = 0; c < cols; c++) put_braille(&b, cells[r * cols + c]);
+        while (b.len && b.p[b.len - 1] == ' ') b.p[--b.len] = 0; /* no trailing blanks */
         sb_str(&b, "\n");
     }
     free(cells);

@@ -286,6 +286,12 @@ int conn_explain(conn *c, const char *method, const rpc_result *res, const char 
     default:
         break;
     }
-    snprintf(err, errlen, "%s failed: %s: %s", method, rpc_code_name(res->code), msg);
+    if (res->code == RPC_UNAVAILABLE)
+        snprintf(err, errlen,
+                 "%s failed: the manager could not reach the node's daemon (%s); 'opsctl node NODE' shows "
+                 "what it last reported",
+                 method, msg);
+    else
+        snprintf(err, errlen, "%s failed: %s: %s", method, rpc_code_name(res->code), msg);
     return CTL_EXIT_FAILED;
 }

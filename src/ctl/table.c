@@ -125,15 +125,26 @@ size_t table_text_width(const char *s)
     return w;
 }
 
-static void put_cell(FILE *out, const char *s, size_t width, int right, int last)
+/* A growing line buffer, so trailing blanks can be cut before the line is written. */
+struct line {
+    char *p;
+    size_t len, cap;
+};
+
+static void line_put(struct line *l, const char *s, size_t n)
 {
-    size_t w = table_text_width(s);
-    size_t pad = width > w ? width - w : 0;
-    if (right)
-        for (size_t i = 0; i < pad; i++) fputc(' ', out);
-    fputs(s, out);
-    if (!right && !last)
-        for (size_t i = 0; i < pad; i++) fputc(' ', out);
+    if (l->len + n + 1 > l->cap) {
+        while (l->len + n + 1 > l->cap) l->cap = l->cap ? l->cap * 2 : 256;
+        l->p = realloc(l->p, l->cap);
+        if (!l->p) abort();
+    }
+    memcpy(l->p + l->len, s, n);
+    l->len += n;
+}
+
+static void line_pad(struct line *l, size_t n)
+{
+    for (size_t i = 0; i < n; i++) line_put(l, " ", 1);
 }
 
 int table_print(const table *t, FILE *out)
@@ -147,15 +158,24 @@ int table_print(const table *t, FILE *out)
             if (x > w[c]) w[c] = x;
         }
     }
+    struct line l = {0};
     for (size_t r = 0; r < t->rows + (t->headers ? 1 : 0); r++) {
         char *const *row = t->headers ? (r == 0 ? t->headers : t->cells + (r - 1) * (size_t)t->ncols)
                                       : t->cells + r * (size_t)t->ncols;
+        l.len = 0;
         for (int c = 0; c < t->ncols; c++) {
-            if (c) fputs("  ", out);
-            put_cell(out, row[c], w[c], t->right[c], c == t->ncols - 1);
+            if (c) line_put(&l, "  ", 2);
+            size_t cw = table_text_width(row[c]);
+            size_t pad = w[c] > cw ? w[c] - cw : 0;
+            if (t->right[c]) line_pad(&l, pad);
+            line_put(&l, row[c], strlen(row[c]));
+            if (!t->right[c]) line_pad(&l, pad);
         }
-        fputc('\n', out);
+        while (l.len && l.p[l.len - 1] == ' ') l.len--;
+        line_put(&l, "\n", 1);
+        fwrite(l.p, 1, l.len, out);
     }
+    free(l.p);
     free(w);
     return ferror(out) ? -1 : 0;
 }
