@@ -168,8 +168,8 @@ int cmd_metrics(cmd_ctx *x, int argc, char **argv)
         else if ((m = cmd_flag(argc, argv, &i, "--type", &v)) != 0) {
             if (m < 0 || !*v) rc = cmd_usage_error(x, "metrics", "--type needs a type, e.g. cpu");
             else type = v;
-        } else if ((m = cmd_flag(argc, argv, &i, "--key", &v)) != 0) {
-            if (m < 0 || !*v) rc = cmd_usage_error(x, "metrics", "--key needs a key, e.g. usage_percent");
+        } else if ((m = cmd_flag(argc, argv, &i, "--series", &v)) != 0) {
+            if (m < 0 || !*v) rc = cmd_usage_error(x, "metrics", "--series needs a key, e.g. usage_percent");
             else keys[nk++] = (char *)v;
         } else if ((m = cmd_flag(argc, argv, &i, "--since", &v)) != 0) {
             if (m < 0) rc = cmd_usage_error(x, "metrics", "--since needs a duration, e.g. 24h");
@@ -192,7 +192,7 @@ int cmd_metrics(cmd_ctx *x, int argc, char **argv)
     if (rc == CTL_EXIT_OK && secs > MAX_RANGE_S)
         rc = cmd_usage_error(x, "metrics", "--since %s: the manager keeps ranges of at most 30d", since);
     if (rc == CTL_EXIT_OK && want_summary && nk)
-        rc = cmd_usage_error(x, "metrics", "--key does not apply to --summary");
+        rc = cmd_usage_error(x, "metrics", "--series does not apply to --summary");
     if (rc == CTL_EXIT_OK) {
         conn *c = cmd_conn(x);
         if (!c) rc = CTL_EXIT_CONN;

@@ -98,6 +98,12 @@ int conn_resolve(conn_settings *out, const conn_flags *flags, const char *config
         out->manager_from = xstrdup("default");
     }
     out->timeout_ms = CONN_DEFAULT_TIMEOUT_MS;
+    size_t ml = strlen(out->manager);
+    if (ml == 0 || out->manager[ml - 1] == ':' || out->manager[0] == ':') {
+        snprintf(err, errlen, "manager address '%s' (from %s) is not HOST:PORT", out->manager, out->manager_from);
+        conn_settings_free(out);
+        return -1;
+    }
     if ((out->cert == NULL) != (out->key == NULL)) {
         snprintf(err, errlen, "a client certificate needs both --cert and --key (OPS_CERT, OPS_KEY)");
         conn_settings_free(out);

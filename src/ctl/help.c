@@ -110,21 +110,21 @@ static const struct {
      "  opsctl agent metrics web-1 nginx\n"
      "  opsctl agent metrics web-1 nginx --since 10m -o json | jq '.data_points | length'\n"},
     {"metrics",
-     "Usage: opsctl metrics NODE [--type TYPE] [--key KEY]... [--since DURATION] [--summary]\n"
+     "Usage: opsctl metrics NODE [--type TYPE] [--series KEY]... [--since DURATION] [--summary]\n"
      "       [--height ROWS]\n"
      "\n"
      "Draws a node's metric series as braille charts (one per key) sized to the terminal;\n"
      "the manager averages the points down to the chart's width. With --summary, a table of\n"
      "min/avg/max/latest per key with a sparkline of the trend.\n"
      "  --type TYPE       cpu, memory, disk, network, ... (default cpu; --summary: all types)\n"
-     "  --key KEY         only this key (repeatable), e.g. usage_percent\n"
+     "  --series KEY      only this key (repeatable), e.g. usage_percent\n"
      "  --since DURATION  how far back (default 1h; at most 30d), e.g. 15m, 24h, 7d, 2w\n"
      "  --summary         the per-key table instead of charts\n"
      "  --height ROWS     chart height in rows (default 8)\n"
      "\n"
      "Examples:\n"
      "  opsctl metrics web-1\n"
-     "  opsctl metrics web-1 --type memory --key used_percent --since 24h\n"
+     "  opsctl metrics web-1 --type memory --series used_percent --since 24h\n"
      "  opsctl metrics web-1 --summary --since 6h\n"},
     {"config",
      "Usage: opsctl config NODE [--agent AGENT]\n"

@@ -5,7 +5,7 @@
 // asked (OperateAgent changes an agent's status and pid, DeleteNode removes the node) so tests
 // can observe the effect, and it streams the resulting events to WatchEvents callers.
 //
-//   admin_fake.js [--port N] [--page-max N] [--token ROLE=TOKEN]...
+//   admin_fake.js [--port N] [--page-max N] [--token ROLE=TOKEN]... [--tls CERT KEY]
 //
 // Binds 127.0.0.1 (port 0 = any), prints `LISTENING <port>` when ready, serves until
 // SIGTERM/SIGINT. Default tokens: viewer=tok-viewer, operator=tok-operator, admin=tok-admin.
@@ -35,12 +35,13 @@ function die(msg) {
   process.exit(2);
 }
 
-const opts = { port: 0, pageMax: 2, tokens: {} };
+const opts = { port: 0, pageMax: 2, tokens: {}, tls: null };
 {
   const a = process.argv.slice(2);
   for (let i = 0; i < a.length; i++) {
     if (a[i] === '--port') opts.port = Number(a[++i]);
     else if (a[i] === '--page-max') opts.pageMax = Number(a[++i]);
+    else if (a[i] === '--tls') opts.tls = [a[++i], a[++i]];
     else if (a[i] === '--token') {
       const [role, tok] = String(a[++i]).split('=');
       if (!ROLE_RANK[role] || !tok) die(`--token takes ROLE=TOKEN, got ${a[i]}`);
@@ -353,7 +354,11 @@ server.addService(pkg.grpc.health.v1.Health.service, {
   Check(call, cb) { cb(null, { status: 'SERVING' }); },
   Watch(call) { call.write({ status: 'SERVING' }); },
 });
-server.bindAsync(`127.0.0.1:${opts.port}`, grpc.ServerCredentials.createInsecure(), (err, port) => {
+const creds = opts.tls
+  ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: require('fs').readFileSync(opts.tls[0]),
+                                              private_key: require('fs').readFileSync(opts.tls[1]) }], false)
+  : grpc.ServerCredentials.createInsecure();
+server.bindAsync(`127.0.0.1:${opts.port}`, creds, (err, port) => {
   if (err) die(err.message);
   process.stdout.write(`LISTENING ${port}\n`);
 });

@@ -427,6 +427,10 @@ static void test_resolve_broken_file(void **state)
     assert_int_equal(conn_resolve(&s, NULL, path, err, sizeof err), -1);
     assert_non_null(strstr(err, path));
     assert_non_null(strstr(err, "manager"));
+    /* An address without a port, naming where it came from. */
+    conn_flags bad = {.manager = "127.0.0.1:"};
+    assert_int_equal(conn_resolve(&s, &bad, "/nonexistent/opsctl.yaml", err, sizeof err), -1);
+    assert_non_null(strstr(err, "--manager"));
     /* Half a client certificate. */
     conn_flags fl = {.cert = "/c.pem", .ca = "/ca.pem"};
     assert_int_equal(conn_resolve(&s, &fl, "/nonexistent/opsctl.yaml", err, sizeof err), -1);
