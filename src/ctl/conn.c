@@ -192,7 +192,12 @@ int conn_call(conn *c, const char *method, const ProtobufCMessage *req,
     snprintf(full, sizeof full, ADMIN_PREFIX "%s", method);
     rpc_call_opts o;
     const char *md[3];
-    call_opts(c, &o, md, c->s->timeout_ms);
+    /* An agent stop waits out the agent's stop timeout (30 s by default) on the daemon: the
+     * usual deadline would give up on an operation that is going fine. */
+    int64_t t = c->s->timeout_ms;
+    if (!c->s->timeout_explicit && !strcmp(method, "OperateAgent") && t < CONN_OPERATE_TIMEOUT_MS)
+        t = CONN_OPERATE_TIMEOUT_MS;
+    call_opts(c, &o, md, t);
     rpc_result res;
     *resp = NULL;
     if (rpc_call_unary(c->ch, full, req, resp_desc, resp, &o, &res) == RPC_OK) return CTL_EXIT_OK;
@@ -292,7 +297,9 @@ int conn_explain(conn *c, const char *method, const rpc_result *res, const char 
     default:
         break;
     }
-    if (res->code == RPC_UNAVAILABLE)
+    if (res->code == RPC_DEADLINE_EXCEEDED)
+        snprintf(err, errlen, "%s got no answer in time (%s); the manager is up: raise --timeout", method, msg);
+    else if (res->code == RPC_UNAVAILABLE)
         snprintf(err, errlen,
                  "%s failed: the manager could not reach the node's daemon (%s); 'opsctl node NODE' shows "
                  "what it last reported",

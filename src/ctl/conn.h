@@ -27,6 +27,7 @@ enum {
 
 #define CONN_DEFAULT_MANAGER "127.0.0.1:9090" /* ops-manager's default grpc listener */
 #define CONN_DEFAULT_TIMEOUT_MS 10000
+#define CONN_OPERATE_TIMEOUT_MS 90000 /* OperateAgent without --timeout */
 
 /* Values given on the command line; NULL = not given. Borrowed. */
 typedef struct conn_flags {
@@ -38,6 +39,7 @@ typedef struct conn_settings {
     /* Where each came from: "--manager", "OPS_MANAGER", the config path, or "default". */
     char *manager_from, *token_from, *ca_from;
     int64_t timeout_ms;
+    int timeout_explicit; /* --timeout given: used as is for every call */
 } conn_settings;
 
 /* The config file opsctl reads when none is named: $XDG_CONFIG_HOME/ops/opsctl.yaml, else

@@ -11,7 +11,7 @@
     "  --token TOKEN            bearer token (env OPS_TOKEN)\n"                                    \
     "  --ca FILE                CA of the manager's certificate: use TLS (env OPS_CA)\n"          \
     "  --cert FILE --key FILE   client certificate for mutual TLS (env OPS_CERT, OPS_KEY)\n"      \
-    "  --timeout DURATION       per call (default 10s)\n"                                          \
+    "  --timeout DURATION       per call (default 10s; agent operations 90s)\n"               \
     "Settings not given as flags or in the environment are read from\n"                            \
     "$XDG_CONFIG_HOME/ops/opsctl.yaml or ~/.config/ops/opsctl.yaml (keys manager, token, ca,\n"   \
     "cert, key).\n"
@@ -92,9 +92,9 @@ static const struct {
      "Usage: opsctl agent start|stop|restart NODE AGENT\n"
      "\n"
      "Asks the node's daemon, through the manager, to start, stop or restart the agent and\n"
-     "waits for the answer (a stop may take as long as the agent's stop timeout; raise\n"
-     "--timeout if needed). Needs an operator or admin token. Exit 1 when the daemon reports\n"
-     "a failure.\n"
+     "waits for the answer (a stop may take as long as the agent's stop timeout: opsctl\n"
+     "waits up to 90s unless --timeout says otherwise). Needs an operator or admin token.\n"
+     "Exit 1 when the daemon reports a failure.\n"
      "\n"
      "Examples:\n"
      "  opsctl agent start web-1 nginx\n"

@@ -147,7 +147,10 @@ int main(int argc, char **argv)
         rc = CTL_EXIT_USAGE;
         goto out;
     }
-    if (timeout_s) s.timeout_ms = timeout_s * 1000;
+    if (timeout_s) {
+        s.timeout_ms = timeout_s * 1000;
+        s.timeout_explicit = 1;
+    }
     cmd_ctx x = {
         .settings = &s, .json = !strcmp(output, "json"), .out = stdout, .err = stderr, .now = (int64_t)time(NULL),
     };

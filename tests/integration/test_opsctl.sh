@@ -171,7 +171,7 @@ ctl node node-1; expect_rc 0 "node"
 has "$OUT" "Hostname:" "node"; has "$OUT" "web-1" "node"; has "$OUT" "Agents (as last reported):" "node"
 has "$OUT" "nginx" "node agents"; has "$OUT" "usage_percent" "node latest metrics"; has "$OUT" "GiB" "node memory as size"
 ctl -o json node node-1
-jq_is "$OUT" '.node.hostname' web-1 "node json"; jq_is "$OUT" '.agents | length' 4 "node json agents"
+jq_is "$OUT" '.node.hostname' web-1 "node json"; jq_is "$OUT" '.agents | length' 5 "node json agents"
 jq_is "$OUT" '.latest_metrics | map(.type) | join(",")' "cpu,memory" "node json metrics"
 ctl node node-9; expect_rc 1 "unknown node"; has "$ERR" "not found" "unknown node"
 ctl -o json node node-9; expect_rc 1 "unknown node json"; [ -z "$OUT" ] || fail "unknown node json printed: $OUT"
@@ -179,7 +179,7 @@ pass "node: details, agents, latest metrics; unknown -> 1"
 
 ctl agents node-1; expect_rc 0 "agents"
 has "$OUT" "RESTARTS" "agents header"; has "$OUT" "1200" "agents pid"
-ctl -o json agents node-1; jq_is "$OUT" '[.agents[].id] | join(",")' "nginx,worker,cron,broken" "agents json"
+ctl -o json agents node-1; jq_is "$OUT" '[.agents[].id] | join(",")' "nginx,worker,cron,broken,slow" "agents json"
 ctl agents node-2; expect_rc 1 "agents of an offline node"; has "$ERR" "could not reach the node's daemon" "offline node"
 ctl agents node-9; expect_rc 1 "agents of unknown node"
 pass "agents: live list; unreachable daemon and unknown node -> 1"
@@ -196,6 +196,8 @@ ctl -o json agents node-1; jq_is "$OUT" '.agents[] | select(.id=="worker") | .re
 ctl agent stop node-1 ghost; expect_rc 1 "unknown agent"; has "$ERR" "agent not found: ghost" "unknown agent"
 ctl agent start node-1 broken; expect_rc 1 "failing operation"; has "$ERR" "exec ./broken: permission denied" "failing operation"
 ctl agent start node-2 postgres; expect_rc 1 "operate on offline node"
+# A deadline while the manager is up is the operation's failure (1), not a lost manager (3).
+ctl --timeout 1s agent restart node-1 slow; expect_rc 1 "operation over its deadline"; has "$ERR" "raise --timeout" "deadline hint"
 export OPS_TOKEN=$VIEWER
 pass "agent start/stop/restart applied; failures -> 1"
 

@@ -13,7 +13,8 @@
 //
 // Fleet (times relative to start):
 //   node-1 web-1        online  env=prod,role=web   agents nginx (running), worker (running),
-//                                                    cron (stopped), broken (operations fail)
+//                                                    cron (stopped), broken (operations fail),
+//                                                    slow (operations answer after 2 s)
 //   node-2 db-1         offline env=prod,role=db    agents postgres; live calls -> UNAVAILABLE
 //   node-3 bäckerei-日本 online  env=staging         agents none
 //   node-4 cache-1      online  env=staging,role=cache
@@ -73,7 +74,8 @@ function addNode(id, hostname, ip, status, labels, agents, lastSeenAgo) {
 }
 addNode('node-1', 'web-1', '10.0.0.1', 'online', { env: 'prod', role: 'web' },
         [agent('nginx', 'web', 'running', 1200), agent('worker', 'job', 'running', 1300),
-         agent('cron', 'job', 'stopped', 0), agent('broken', 'job', 'stopped', 0)], 5);
+         agent('cron', 'job', 'stopped', 0), agent('broken', 'job', 'stopped', 0),
+         agent('slow', 'job', 'running', 1400)], 5);
 addNode('node-2', 'db-1', '10.0.0.2', 'offline', { env: 'prod', role: 'db' },
         [agent('postgres', 'db', 'running', 2200)], 3600);
 addNode('node-3', 'bäckerei-日本', '10.0.0.3', 'online', { env: 'staging' }, [], 2);
@@ -244,6 +246,10 @@ const handlers = {
     if (a.id === 'broken') {
       rec.detail = `${operation}: exec ./broken: permission denied`;
       return cb(null, { success: false, error_message: 'exec ./broken: permission denied', via: 'pool' });
+    }
+    if (a.id === 'slow') {
+      setTimeout(() => cb(null, { success: true, error_message: '', via: 'pool' }), 2000);
+      return;
     }
     const prev = a.status;
     if (operation === 'stop') {
