@@ -117,8 +117,7 @@ int cmd_nodes(cmd_ctx *x, int argc, char **argv)
     return rc;
 }
 
-/* One positional NODE and no flags beyond those listed in `allowed` (handled by the
- * caller). Returns the index of NODE in argv or -1 after a usage error. */
+/* Exactly one positional NODE and no flags. Returns 0, or -1 after printing a usage error. */
 static int one_node_arg(cmd_ctx *x, const char *cmd, int argc, char **argv, const char **node)
 {
     *node = NULL;
