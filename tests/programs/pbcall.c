@@ -12,7 +12,7 @@
 #include "daemon.pb-c.h"
 #include "health.pb-c.h"
 #include "manager.pb-c.h"
-#include "pbjson.h"
+#include "rpc/pbjson.h"
 #include "rpc/client.h"
 
 static const struct {

@@ -1,6 +1,6 @@
 /* pbjson: descriptor-driven conversion. Memory is built so that protobuf-c's own
  * free_unpacked releases it (malloc'd strings and arrays, never static ones). */
-#include "pbjson.h"
+#include "rpc/pbjson.h"
 
 #include <stdint.h>
 #include <stdio.h>

@@ -1,8 +1,9 @@
 /* pbjson: protobuf-c messages to and from JSON (jansson), driven by the descriptors, so test
- * scripts can build any request and read any answer. proto3 JSON-ish: field names as in the
- * .proto, maps as objects, int64 as numbers, bytes as UTF-8 strings. Owns nothing. */
-#ifndef OPS_TESTS_PBJSON_H
-#define OPS_TESTS_PBJSON_H
+ * scripts can build any request and read any answer, and opsctl can print any answer
+ * (-o json). proto3 JSON-ish: field names as in the .proto, maps as objects, int64 as
+ * numbers, bytes as UTF-8 strings. Owns nothing. */
+#ifndef OPS_RPC_PBJSON_H
+#define OPS_RPC_PBJSON_H
 
 #include <jansson.h>
 #include <protobuf-c/protobuf-c.h>

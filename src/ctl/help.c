@@ -1,0 +1,172 @@
+/* help: the texts. Kept together so they stay consistent with each other. */
+#include "ctl/help.h"
+
+#include <string.h>
+
+#define GLOBAL_FLAGS                                                                               \
+    "Global flags (anywhere on the line):\n"                                                       \
+    "  -o, --output table|json  output format (default table; json: one JSON document,\n"         \
+    "                           for watch one JSON object per line)\n"                             \
+    "  --manager HOST:PORT      the manager (env OPS_MANAGER; default 127.0.0.1:9090)\n"           \
+    "  --token TOKEN            bearer token (env OPS_TOKEN)\n"                                    \
+    "  --ca FILE                CA of the manager's certificate: use TLS (env OPS_CA)\n"          \
+    "  --cert FILE --key FILE   client certificate for mutual TLS (env OPS_CERT, OPS_KEY)\n"      \
+    "  --timeout DURATION       per call (default 10s; agent operations 90s)\n"               \
+    "Settings not given as flags or in the environment are read from\n"                            \
+    "$XDG_CONFIG_HOME/ops/opsctl.yaml or ~/.config/ops/opsctl.yaml (keys manager, token, ca,\n"   \
+    "cert, key).\n"
+
+static const struct {
+    const char *cmd;
+    const char *text;
+} texts[] = {
+    {"",
+     "opsctl: look at and operate the fleet through the manager's AdminService.\n"
+     "\n"
+     "Usage: opsctl [global flags] COMMAND [args] [flags]\n"
+     "\n"
+     "Commands:\n"
+     "  nodes                          list nodes (filter by status and labels)\n"
+     "  node NODE                      one node: details, agents, latest metrics\n"
+     "  agents NODE                    a node's agents, live from its daemon\n"
+     "  agent start|stop|restart NODE AGENT\n"
+     "                                 operate an agent (operator role)\n"
+     "  agent metrics NODE AGENT       an agent's resource use, as sparklines\n"
+     "  metrics NODE                   a node's metrics as a chart, or a summary\n"
+     "  config NODE                    the daemon's effective config (or an agent's)\n"
+     "  watch                          stream fleet events as they happen\n"
+     "  delete-node NODE               forget a node (admin role)\n"
+     "  help [COMMAND]                 this text, or a command's\n"
+     "\n"
+     "Examples:\n"
+     "  opsctl nodes --status offline\n"
+     "  opsctl node web-1\n"
+     "  opsctl agent restart web-1 nginx\n"
+     "  opsctl metrics web-1 --type memory --since 6h\n"
+     "  OPS_TOKEN=... opsctl -o json nodes | jq '.nodes[].node_id'\n"
+     "\n" GLOBAL_FLAGS
+     "\n"
+     "Exit codes: 0 ok, 1 the operation failed, 2 usage, 3 cannot reach or authenticate with\n"
+     "the manager.\n"
+     "Run 'opsctl COMMAND --help' for a command's flags.\n"},
+    {"nodes",
+     "Usage: opsctl nodes [--status online|offline] [--label KEY=VALUE]...\n"
+     "\n"
+     "Lists every node the manager knows (all pages), sorted by node id.\n"
+     "  --status S         only nodes with this status\n"
+     "  --label KEY=VALUE  only nodes carrying this label; repeat to require several\n"
+     "\n"
+     "Examples:\n"
+     "  opsctl nodes\n"
+     "  opsctl nodes --status online --label env=prod --label role=web\n"
+     "  opsctl nodes -o json | jq -r '.nodes[] | select(.status==\"offline\") | .node_id'\n"},
+    {"node",
+     "Usage: opsctl node NODE\n"
+     "\n"
+     "Shows a node's details, its agents as its daemon last reported them, and the newest\n"
+     "sample of each metric type.\n"
+     "\n"
+     "Examples:\n"
+     "  opsctl node web-1\n"
+     "  opsctl node web-1 -o json | jq '.latest_metrics'\n"},
+    {"agents",
+     "Usage: opsctl agents NODE\n"
+     "\n"
+     "Lists a node's agents live, asked from its daemon through the manager (fails when the\n"
+     "daemon cannot be reached; 'opsctl node NODE' shows the last reported state instead).\n"
+     "\n"
+     "Example:\n"
+     "  opsctl agents web-1\n"},
+    {"agent",
+     "Usage: opsctl agent start|stop|restart NODE AGENT\n"
+     "       opsctl agent metrics NODE AGENT [--since 1h]\n"
+     "\n"
+     "Operates one agent through its node's daemon (needs an operator or admin token), or\n"
+     "shows its resource use (cpu, memory, disk i/o, open files) as sparklines.\n"
+     "\n"
+     "Examples:\n"
+     "  opsctl agent restart web-1 nginx\n"
+     "  opsctl agent stop web-1 nginx && opsctl agents web-1\n"
+     "  opsctl agent metrics web-1 nginx --since 30m\n"},
+    {"agent start",
+     "Usage: opsctl agent start|stop|restart NODE AGENT\n"
+     "\n"
+     "Asks the node's daemon, through the manager, to start, stop or restart the agent and\n"
+     "waits for the answer (a stop may take as long as the agent's stop timeout: opsctl\n"
+     "waits up to 90s unless --timeout says otherwise). Needs an operator or admin token.\n"
+     "Exit 1 when the daemon reports a failure.\n"
+     "\n"
+     "Examples:\n"
+     "  opsctl agent start web-1 nginx\n"
+     "  opsctl agent stop web-1 nginx --timeout 60s\n"},
+    {"agent metrics",
+     "Usage: opsctl agent metrics NODE AGENT [--since DURATION]\n"
+     "\n"
+     "An agent's resource samples as kept by its daemon, one sparkline per measure with\n"
+     "min, avg, max and latest.\n"
+     "  --since DURATION  how far back (e.g. 90s, 15m, 1h; default: the daemon's default)\n"
+     "\n"
+     "Examples:\n"
+     "  opsctl agent metrics web-1 nginx\n"
+     "  opsctl agent metrics web-1 nginx --since 10m -o json | jq '.data_points | length'\n"},
+    {"metrics",
+     "Usage: opsctl metrics NODE [--type TYPE] [--series KEY]... [--since DURATION] [--summary]\n"
+     "       [--height ROWS]\n"
+     "\n"
+     "Draws a node's metric series as braille charts (one per key) sized to the terminal;\n"
+     "the manager averages the points down to the chart's width. With --summary, a table of\n"
+     "min/avg/max/latest per key with a sparkline of the trend.\n"
+     "  --type TYPE       cpu, memory, disk, network, ... (default cpu; --summary: all types)\n"
+     "  --series KEY      only this key (repeatable), e.g. usage_percent\n"
+     "  --since DURATION  how far back (default 1h; at most 30d), e.g. 15m, 24h, 7d, 2w\n"
+     "  --summary         the per-key table instead of charts\n"
+     "  --height ROWS     chart height in rows (default 8)\n"
+     "\n"
+     "Examples:\n"
+     "  opsctl metrics web-1\n"
+     "  opsctl metrics web-1 --type memory --series used_percent --since 24h\n"
+     "  opsctl metrics web-1 --summary --since 6h\n"},
+    {"config",
+     "Usage: opsctl config NODE [--agent AGENT]\n"
+     "\n"
+     "Prints the daemon's effective config (YAML), or one agent's, as the daemon answers it.\n"
+     "\n"
+     "Examples:\n"
+     "  opsctl config web-1\n"
+     "  opsctl config web-1 --agent nginx\n"},
+    {"watch",
+     "Usage: opsctl watch [--kind KIND]... [--node NODE] [--count N]\n"
+     "\n"
+     "Streams fleet events as they happen, one line each, until interrupted: nodes going\n"
+     "online or offline, registered or deleted, agents changing state.\n"
+     "  --kind KIND  only these kinds (repeatable); a prefix matches: node, agent.,\n"
+     "               node.offline, agent.state\n"
+     "  --node NODE  only this node's events\n"
+     "  --count N    exit after N events\n"
+     "With -o json, one JSON object per line.\n"
+     "\n"
+     "Examples:\n"
+     "  opsctl watch\n"
+     "  opsctl watch --kind node.offline --kind agent.state\n"
+     "  opsctl watch -o json --node web-1 | jq -r .kind\n"},
+    {"delete-node",
+     "Usage: opsctl delete-node NODE [--yes]\n"
+     "\n"
+     "Makes the manager forget a node: its record, agents and metrics (needs an admin token).\n"
+     "A daemon still running there registers the node again. Asks for confirmation when\n"
+     "stdin is a terminal; otherwise --yes is required.\n"
+     "  --yes  do not ask\n"
+     "\n"
+     "Examples:\n"
+     "  opsctl delete-node old-web-7\n"
+     "  opsctl delete-node old-web-7 --yes\n"},
+};
+
+const char *help_text(const char *cmd)
+{
+    if (!cmd) cmd = "";
+    if (!strcmp(cmd, "agent stop") || !strcmp(cmd, "agent restart")) cmd = "agent start";
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
+        if (!strcmp(texts[i].cmd, cmd)) return texts[i].text;
+    return NULL;
+}
