@@ -74,8 +74,14 @@ typedef struct dconfig_manager {
     int gzip;
 } dconfig_manager;
 
+typedef struct dconfig_prometheus {
+    int enabled;            /* default 1 */
+    char *listen;           /* "host:port" of GET /metrics; default "127.0.0.1:9191" */
+} dconfig_prometheus;
+
 typedef struct dconfig {
     char *path;             /* the file it came from */
+    dconfig_prometheus prometheus;
     dconfig_daemon daemon;
     dconfig_manager manager;
     dconfig_label *labels;

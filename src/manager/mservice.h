@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "manager/liveness.h"
+#include "manager/mmetrics.h"
 #include "manager/store.h"
 #include "rpc/server.h"
 
@@ -25,6 +26,7 @@ typedef struct mservice_opts {
     int64_t heartbeat_interval_s; /* told to daemons in RegisterNodeResponse */
     int64_t metrics_interval_s;
     int quiet_access_log;
+    mmetrics *metrics;            /* NULL: none; else calls, reports and syncs are counted */
 } mservice_opts;
 
 mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen);

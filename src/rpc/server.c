@@ -96,6 +96,8 @@ struct rpc_server {
     int ports[MAX_LISTEN];
     size_t n_ports;
     int started, shut, quiet;
+    void (*observe)(void *user, const char *method, int code, int64_t duration_us);
+    void *observe_user;
     atomic_int stopping;
     struct tag t_shutdown;
     pthread_mutex_t mu; /* threads_live, shutdown_done */
@@ -515,6 +517,7 @@ static void *worker_main(void *arg)
             rpc_ctx *c = CTX_OF(t, t_finish);
             if (c->recv_cancelled) atomic_store(&c->cancelled, 1);
             access_log(c);
+            if (s->observe) s->observe(s->observe_user, rpc_ctx_method(c), c->code, (int64_t)(elapsed_ms(&c->t0) * 1000));
             ctx_unref(c);
             break;
         }
@@ -633,6 +636,8 @@ rpc_server *rpc_server_new(const rpc_server_opts *o, char *err, size_t errlen)
     if (!s) abort();
     snprintf(s->name, sizeof s->name, "%s", o->name ? o->name : "server");
     s->quiet = o->quiet_access_log;
+    s->observe = o->observe;
+    s->observe_user = o->observe_user;
     s->max_streams = o->max_streams > 0 ? o->max_streams : 1024;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     /* One worker per core measured fastest (bench/RESULTS.md): handlers that wait return
