@@ -15,6 +15,7 @@ PKGS=(
   uuid-dev libssl-dev openssl                          # node ids, TLS certificates, signatures
   libcmocka-dev                                        # unit tests
   nghttp2-client procps iproute2 curl jq               # h2load benchmark, process tools, HTTP/JSON checks in test scripts
+  python3 python3-prometheus-client                    # test_prometheus: an independent parser of /metrics
 )
 
 missing=()
