@@ -15,7 +15,8 @@
  * and MMETRICS_MAX_AGENTS agents per node (later ones are ignored). Per-node entries of nodes
  * the liveness table no longer knows (deleted) are dropped at the next scrape. Restart counts
  * live in memory: they start from 0 when the manager starts (a counter reset, which PromQL's
- * rate() and increase() handle).
+ * rate() and increase() handle), and a node's agent and host series appear with its first
+ * sync or report after that (within a minute).
  *
  * Owns: its tables. Borrows the store, the liveness table and the pool (any may be NULL),
  * which must outlive it. Thread-safe. */
