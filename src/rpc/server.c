@@ -764,8 +764,9 @@ int rpc_server_start(rpc_server *s, char *err, size_t errlen)
 
 int rpc_server_port(const rpc_server *s, size_t i) { return i < s->n_ports ? s->ports[i] : 0; }
 
-/* Waits until the core has closed every connection and every accepted call is freed (a
- * handler may still be running after its client went away). ms < 0 waits for ever. */
+/* Waits until the core has closed every connection, every accepted call is freed (a
+ * handler may still be running after its client went away) and every handler thread is out
+ * of the server (it touches s->mu after its call is freed). ms < 0 waits for ever. */
 static int wait_shutdown(rpc_server *s, int64_t ms)
 {
     struct timespec ts;
@@ -774,11 +775,11 @@ static int wait_shutdown(rpc_server *s, int64_t ms)
     ts.tv_nsec += (ms % 1000) * 1000000L;
     if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
     pthread_mutex_lock(&s->mu);
-    while (!s->shutdown_done || s->calls_live > 0) {
+    while (!s->shutdown_done || s->calls_live > 0 || s->threads_live > 0) {
         if (ms < 0) pthread_cond_wait(&s->cv, &s->mu);
         else if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT) break;
     }
-    int done = s->shutdown_done && s->calls_live == 0;
+    int done = s->shutdown_done && s->calls_live == 0 && s->threads_live == 0;
     pthread_mutex_unlock(&s->mu);
     return done;
 }
