@@ -16,6 +16,7 @@ PKGS=(
   libcurl4-openssl-dev                                 # the daemon downloads update packages (http/https)
   libcmocka-dev                                        # unit tests
   nghttp2-client procps iproute2 curl jq               # h2load benchmark, process tools, HTTP/JSON checks in test scripts
+  python3 python3-prometheus-client                    # test_prometheus: an independent parser of /metrics
 )
 
 missing=()

@@ -17,6 +17,7 @@
 #include <yaml.h>
 
 #include "base/cfg.h"
+#include "base/prom.h"
 #include "base/units.h"
 
 /* ---- raw tree (what libcyaml fills) ------------------------------------------------------ */
@@ -98,7 +99,13 @@ struct raw_updates {
     char *rollback_window;
 };
 
+struct raw_prometheus {
+    bool *enabled;
+    char *listen;
+};
+
 struct raw_root {
+    struct raw_prometheus *prometheus;
     struct raw_daemon *daemon;
     struct raw_manager *manager;
     struct raw_updates *updates;
@@ -255,8 +262,15 @@ static const cyaml_schema_field_t updates_fields[] = {
     CYAML_FIELD_END,
 };
 
+static const cyaml_schema_field_t prometheus_fields[] = {
+    CYAML_FIELD_BOOL_PTR("enabled", OPT, struct raw_prometheus, enabled),
+    STR("listen", struct raw_prometheus, listen),
+    CYAML_FIELD_END,
+};
+
 static const cyaml_schema_field_t root_fields[] = {
     CYAML_FIELD_MAPPING_PTR("updates", OPTN, struct raw_root, updates, updates_fields),
+    CYAML_FIELD_MAPPING_PTR("prometheus", OPTN, struct raw_root, prometheus, prometheus_fields),
     CYAML_FIELD_MAPPING_PTR("daemon", OPTN, struct raw_root, daemon, daemon_fields),
     CYAML_FIELD_MAPPING_PTR("manager", OPTN, struct raw_root, manager, manager_fields),
     CYAML_FIELD_IGNORE("labels", CYAML_FLAG_OPTIONAL),
@@ -756,10 +770,24 @@ static int resolve_updates(struct ctx *c, dconfig *cfg, const struct raw_updates
                     &u->rollback_window_ms);
 }
 
+static int resolve_prometheus(struct ctx *c, dconfig *cfg, const struct raw_prometheus *r)
+{
+    static const struct raw_prometheus none;
+    if (!r) r = &none;
+    cfg->prometheus.enabled = r->enabled ? *r->enabled : 1;
+    if (take_str(c, r->listen, "127.0.0.1:9191", &cfg->prometheus.listen)) return -1;
+    char host[256], why[300];
+    int port;
+    if (prom_parse_listen(cfg->prometheus.listen, host, sizeof host, &port, why, sizeof why) != 0)
+        return fail(c, "", "prometheus.listen", "%s", why);
+    return 0;
+}
+
 static int resolve(struct ctx *c, dconfig *cfg, const struct raw_root *raw)
 {
-    if (resolve_daemon(c, cfg, raw->daemon) || resolve_manager(c, cfg, raw->manager) ||
-        resolve_collectors(c, cfg, raw->collectors) || resolve_updates(c, cfg, raw->updates))
+    if (resolve_prometheus(c, cfg, raw->prometheus) || resolve_daemon(c, cfg, raw->daemon) ||
+        resolve_manager(c, cfg, raw->manager) || resolve_collectors(c, cfg, raw->collectors) ||
+        resolve_updates(c, cfg, raw->updates))
         return -1;
     yaml_node_t *root = yaml_document_get_root_node(c->doc);
     yaml_node_t *labels = map_get(c->doc, root, "labels");
@@ -822,6 +850,7 @@ void dconfig_free(dconfig *cfg)
 {
     if (!cfg) return;
     free(cfg->path);
+    free(cfg->prometheus.listen);
     dconfig_daemon *d = &cfg->daemon;
     free(d->id); free(d->log_file); free(d->pid_file); free(d->work_dir);
     free(d->grpc_host); free(d->http_host);
@@ -1078,6 +1107,10 @@ int dconfig_dump_yaml(const dconfig *cfg, char **out)
     sb_list(&b, "    ", "mount_points", co->mount_points);
     emit_collector(&b, "network", &co->network);
     sb_list(&b, "    ", "interfaces", co->interfaces);
+
+    sb_printf(&b, "prometheus:\n");
+    sb_kv_bool(&b, "  ", "enabled", cfg->prometheus.enabled);
+    sb_kv_str(&b, "  ", "listen", cfg->prometheus.listen);
 
     if (cfg->n_agents) {
         sb_printf(&b, "agents:\n");

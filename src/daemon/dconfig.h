@@ -82,9 +82,14 @@ typedef struct dconfig_updates {
     int keep_versions;      /* previous agent binaries kept for rollback; default 3 */
     int64_t rollback_window_ms; /* an updated agent must stay running this long; default 5 s */
 } dconfig_updates;
+typedef struct dconfig_prometheus {
+    int enabled;            /* default 1 */
+    char *listen;           /* "host:port" of GET /metrics; default "127.0.0.1:9191" */
+} dconfig_prometheus;
 
 typedef struct dconfig {
     char *path;             /* the file it came from */
+    dconfig_prometheus prometheus;
     dconfig_daemon daemon;
     dconfig_manager manager;
     dconfig_updates updates;

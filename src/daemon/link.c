@@ -558,6 +558,7 @@ void link_get_stats(link_t *l, link_stats *out)
     pthread_mutex_unlock(&l->mu);
     out->spool_pending = l->spool ? spool_count(l->spool) : 0;
     out->spool_dropped = l->spool ? spool_dropped(l->spool) : 0;
+    out->spool_bytes = l->spool ? spool_bytes(l->spool) : 0;
 }
 
 void link_stop(link_t *l)

@@ -29,6 +29,7 @@ typedef struct link_stats {
     uint64_t registrations, heartbeats_ok, heartbeats_failed, reports_sent, reports_spooled;
     uint64_t syncs, spool_dropped;
     size_t spool_pending;
+    uint64_t spool_bytes;
 } link_stats;
 
 link_t *link_start(const link_opts *o, char *err, size_t errlen);

@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "base/prom.h"
 #include "daemon/dconfig.h"
+#include "daemon/dmetrics.h"
 #include "daemon/dservice.h"
 #include "daemon/hbhttp.h"
 #include "daemon/link.h"
@@ -48,6 +50,8 @@ struct daemon_state {
     dservice *svc;
     rpc_reflection *refl; /* server reflection's index of the compiled-in descriptor set */
     link_t *link;
+    dmetrics *metrics;
+    prom_http *scrape;
     char node_id[128];
     updr *updr;
     char reexec_path[4096]; /* set by a daemon self-update: exec it after a clean stop */
@@ -205,6 +209,15 @@ int main(int argc, char **argv)
         log_error("daemon.link_failed", "error=\"%s\"", err);
         goto out;
     }
+    /* /metrics is for operators: a port already taken is logged and the daemon runs on. The
+     * listen address is read once; a reload does not move it. */
+    if (d.cfg->prometheus.enabled) {
+        dmetrics_opts mo = {.sup = d.sup, .link = d.link, .hb = d.hb, .node_id = d.node_id,
+                            .resource_interval_ms = d.cfg->daemon.resource_interval_ms};
+        if (!(d.metrics = dmetrics_new(&mo, err, sizeof err)) ||
+            prom_http_start(d.cfg->prometheus.listen, dmetrics_fill, d.metrics, &d.scrape, err, sizeof err) != 0)
+            log_error("daemon.prometheus_failed", "listen=%s error=\"%s\"", d.cfg->prometheus.listen, err);
+    }
     log_info("daemon.started", "node=%s grpc=%s http_port=%d agents=%zu manager=%s version=%s", d.node_id, listen,
              hbhttp_port(d.hb), d.cfg->n_agents, d.cfg->manager.address, OPS_VERSION);
 
@@ -228,6 +241,8 @@ int main(int argc, char **argv)
     }
     rc = 0;
 out:
+    prom_http_stop(d.scrape);
+    dmetrics_free(d.metrics);
     link_stop(d.link);
     dservice_stop(d.svc, 5000);
     rpc_reflection_free(d.refl);

@@ -9,8 +9,10 @@
 #include <time.h>
 
 #include "base/log.h"
+#include "base/prom.h"
 #include "manager/liveness.h"
 #include "manager/mconfig.h"
+#include "manager/mmetrics.h"
 #include "manager/mservice.h"
 #include "manager/pool.h"
 #include "manager/retention.h"
@@ -109,6 +111,8 @@ int main(int argc, char **argv)
     rpc_reflection *refl = NULL;
     pool *daemons = NULL;
     upd *updates = NULL;
+    mmetrics *metrics = NULL;
+    prom_http *scrape = NULL;
     store_config sc = {.driver = cfg->database.driver, .dsn = cfg->database.dsn};
     st = store_open(&sc, err, sizeof err);
     if (!st) {
@@ -135,6 +139,11 @@ int main(int argc, char **argv)
     daemons = pool_new(&po, err, sizeof err);
     if (!daemons) {
         log_error("manager.pool_failed", "error=\"%s\"", err);
+        goto out;
+    }
+    mmetrics_opts mmo = {.store = st, .live = live, .pool = daemons};
+    if (cfg->prometheus.enabled && !(metrics = mmetrics_new(&mmo, err, sizeof err))) {
+        log_error("manager.metrics_failed", "error=\"%s\"", err);
         goto out;
     }
     char listen[300];
@@ -172,11 +181,16 @@ int main(int argc, char **argv)
         goto out;
     }
     mo.extra_methods = upd_methods(updates, &mo.n_extra_methods);
+    mo.metrics = metrics;
     svc = mservice_start(&mo, err, sizeof err);
     if (!svc) {
         log_error("manager.grpc_failed", "listen=%s error=\"%s\"", listen, err);
         goto out;
     }
+    /* /metrics is for operators, not for the fleet: a port already taken is logged and the
+     * manager serves on without it. */
+    if (metrics && prom_http_start(cfg->prometheus.listen, mmetrics_fill, metrics, &scrape, err, sizeof err) != 0)
+        log_error("manager.prometheus_failed", "listen=%s error=\"%s\"", cfg->prometheus.listen, err);
     log_info("manager.started", "listen=%s port=%d store=%s dsn=%s offline_after_ms=%lld version=%s", listen, mservice_port(svc),
              store_driver_name(st), cfg->database.dsn, (long long)cfg->node.offline_after_ms, OPS_VERSION);
     for (;;) {
@@ -202,9 +216,11 @@ int main(int argc, char **argv)
     }
     rc = 0;
 out:
+    prom_http_stop(scrape);
     mservice_stop(svc, 10000);
     rpc_reflection_free(refl);
     upd_free(updates); /* after the server: no stream uses it any more */
+    mmetrics_free(metrics); /* after the server: its observer counts until the end */
     pool_free(daemons);
     retention_stop(ret);
     liveness_free(live); /* flushes last_seen of every node */

@@ -11,6 +11,7 @@
 #include <strings.h>
 
 #include "base/cfg.h"
+#include "base/prom.h"
 #include "base/units.h"
 
 /* Booleans are read as text: libcyaml takes any word but a few for true. */
@@ -45,7 +46,12 @@ struct raw_log {
     char *level, *file;
 };
 
+struct raw_prometheus {
+    char *enabled, *listen;
+};
+
 struct raw {
+    struct raw_prometheus *prometheus;
     struct raw_grpc *grpc;
     struct raw_database *database;
     struct raw_node *node;
@@ -104,7 +110,14 @@ static const cyaml_schema_field_t log_fields[] = {
     CYAML_FIELD_END,
 };
 
+static const cyaml_schema_field_t prometheus_fields[] = {
+    STR("enabled", struct raw_prometheus, enabled),
+    STR("listen", struct raw_prometheus, listen),
+    CYAML_FIELD_END,
+};
+
 static const cyaml_schema_field_t top_fields[] = {
+    CYAML_FIELD_MAPPING_PTR("prometheus", OPT, struct raw, prometheus, prometheus_fields),
     CYAML_FIELD_MAPPING_PTR("grpc", OPT, struct raw, grpc, grpc_fields),
     CYAML_FIELD_MAPPING_PTR("database", OPT, struct raw, database, database_fields),
     CYAML_FIELD_MAPPING_PTR("node", OPT, struct raw, node, node_fields),
@@ -277,6 +290,16 @@ static void apply(checker *ck, const struct raw *r, mconfig *c)
     if (lg->level && log_parse_level(lg->level, &c->log.level) < 0)
         bad(ck, "log.level", lg->level, "unknown level", "debug, info, warn or error");
     c->log.file = dup_or(ck, lg->file, "");
+
+    static const struct raw_prometheus no_prom;
+    const struct raw_prometheus *pr = r && r->prometheus ? r->prometheus : &no_prom;
+    c->prometheus.enabled = boolean(ck, "prometheus.enabled", pr->enabled, 1);
+    c->prometheus.listen = dup_or(ck, pr->listen, "127.0.0.1:9190");
+    char host[256], why[300];
+    int port;
+    if (c->prometheus.listen &&
+        prom_parse_listen(c->prometheus.listen, host, sizeof host, &port, why, sizeof why) != 0)
+        bad(ck, "prometheus.listen", c->prometheus.listen, "not host:port", "e.g. 127.0.0.1:9190 or [::1]:9190");
 }
 
 /* An empty file (or only comments) is a valid config made of defaults; libcyaml refuses it. */
@@ -348,6 +371,7 @@ void mconfig_free(mconfig *c)
     free(c->database.driver);
     free(c->database.dsn);
     free(c->log.file);
+    free(c->prometheus.listen);
     free(c);
 }
 
@@ -405,6 +429,8 @@ char *mconfig_dump_yaml(const mconfig *c)
     fprintf(f, "  retention_interval: %s\n", dur(c->metrics.retention_interval_ms, b, sizeof b));
     fprintf(f, "log:\n  level: %s\n  file: ", log_level_name(c->log.level));
     put_str(f, c->log.file);
+    fprintf(f, "\nprometheus:\n  enabled: %s\n  listen: ", c->prometheus.enabled ? "true" : "false");
+    put_str(f, c->prometheus.listen);
     fputc('\n', f);
     if (fclose(f) != 0) {
         free(text);

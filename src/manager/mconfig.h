@@ -56,6 +56,11 @@ typedef struct mconfig_log {
     char *file;      /* default "" = standard error */
 } mconfig_log;
 
+typedef struct mconfig_prometheus {
+    int enabled;  /* default 1 */
+    char *listen; /* "host:port" of GET /metrics; default "127.0.0.1:9190" */
+} mconfig_prometheus;
+
 typedef struct mconfig {
     char *source; /* the file it came from, or "(defaults)" */
     mconfig_grpc grpc;
@@ -63,6 +68,7 @@ typedef struct mconfig {
     mconfig_node node;
     mconfig_metrics metrics;
     mconfig_log log;
+    mconfig_prometheus prometheus;
 } mconfig;
 
 /* Loads path; path NULL gives the defaults. Returns 0 with *out, or -1 with err. */

@@ -20,6 +20,7 @@ struct mservice {
     liveness *live;
     int auto_register;
     int64_t hb_s, metrics_s;
+    mmetrics *metrics;
     rpc_method methods[12];
 };
 
@@ -197,6 +198,7 @@ static int report_metrics(rpc_ctx *c, const void *reqv, void *respv, void *user)
         in[i] = (store_metric_in){.type = d->type, .ts = d->timestamp, .values = vals + o, .n_values = d->n_values};
         for (size_t k = 0; k < d->n_values; k++) vals[o++] = (store_metric_value){d->values[k]->key, d->values[k]->value};
     }
+    mmetrics_host_report(m->metrics, req->node_id, in, req->n_metrics);
     struct report_done *rd = rpc_ctx_alloc(c, sizeof *rd);
     *rd = (struct report_done){c, resp, req->node_id, nv};
     /* Answered from the store's writer thread once the commit is done: no thread waits. */
@@ -231,6 +233,7 @@ static int sync_agents(rpc_ctx *c, const void *reqv, void *respv, void *user)
         resp->message = rpc_ctx_sprintf(c, "cannot store the agent states: %s", err);
         return RPC_OK;
     }
+    mmetrics_agents_synced(m->metrics, req->node_id, a, req->n_states);
     log_info("agents.synced", "node=%s agents=%zu trace_id=%s", req->node_id, req->n_states, rpc_ctx_trace_id(c));
     resp->success = 1;
     resp->message = rpc_ctx_strdup(c, "ok");
@@ -252,6 +255,7 @@ mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen)
     m->auto_register = o->auto_register;
     m->hb_s = o->heartbeat_interval_s;
     m->metrics_s = o->metrics_interval_s;
+    m->metrics = o->metrics;
     /* ReportMetrics, the hot write, returns RPC_PENDING and is answered by the store's commit
      * callback. The rarer writes (register, sync) wait for their commit on threads of their
      * own (RPC_METHOD_SLOW), so that the workers keep answering heartbeats meanwhile. */
@@ -278,6 +282,10 @@ mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen)
     so.settings = o->settings;
     so.quiet_access_log = o->quiet_access_log;
     so.max_streams = 4096;
+    if (o->metrics) {
+        so.observe = mmetrics_observe_rpc;
+        so.observe_user = o->metrics;
+    }
     m->srv = rpc_server_new(&so, err, errlen);
     if (!m->srv || rpc_server_add_methods(m->srv, m->methods, sizeof t / sizeof t[0], err, errlen) != 0 ||
         (o->reflection && rpc_reflection_register(m->srv, o->reflection, err, errlen) != 0) ||

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "manager/liveness.h"
+#include "manager/mmetrics.h"
 #include "manager/store.h"
 #include "rpc/reflection.h"
 #include "rpc/server.h"
@@ -29,6 +30,7 @@ typedef struct mservice_opts {
     const rpc_reflection *reflection; /* serve server reflection from it (borrowed); NULL: none */
     const rpc_method *extra_methods; /* served too (updates.h's SubscribeUpdates...); must outlive it */
     size_t n_extra_methods;
+    mmetrics *metrics;            /* NULL: none; else calls, reports and syncs are counted */
 } mservice_opts;
 
 mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen);

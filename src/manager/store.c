@@ -33,6 +33,14 @@ const char *store_driver_name(const store *s)
     return s->drv->name;
 }
 
+int store_get_stats(store *s, store_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!s->drv->get_stats) return -1;
+    s->drv->get_stats(s, out);
+    return 0;
+}
+
 int store_upsert_node(store *s, const store_node_in *n, int64_t now, char *err, size_t errlen)
 {
     return s->drv->upsert_node(s, n, now, err, errlen);

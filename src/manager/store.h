@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/prom.h"
+
 typedef struct store store;
 
 enum { STORE_OK = 0, STORE_NOT_FOUND = 1, STORE_ERROR = -1 };
@@ -252,6 +254,17 @@ void store_close(store *s);
 /* The driver's name ("sqlite"). */
 const char *store_driver_name(const store *s);
 
+/* What the writer has done since the store was opened (for /metrics). */
+typedef struct store_stats {
+    uint64_t commits;         /* transactions committed */
+    uint64_t failed_commits;  /* batches whose commit (or begin) failed */
+    prom_hist commit_seconds; /* one batch, begin to commit done */
+    prom_hist batch_size;     /* write requests per committed batch */
+} store_stats;
+
+/* Fills *out. Returns 0, or -1 when the driver keeps no statistics (out is then zeroed). */
+int store_get_stats(store *s, store_stats *out);
+
 /* ---- writes (block until committed) ------------------------------------------------------ */
 
 /* RegisterNode: inserts the node or updates every field of an existing row (its agents, events
@@ -385,6 +398,8 @@ typedef struct store_driver {
     int (*list_updates_after)(store *, const char *, uint64_t, int64_t, size_t, store_update_list *,
                               char *, size_t);
     int (*list_updates)(store *, const store_update_filter *, store_update_list *, char *, size_t);
+    /* optional: NULL makes store_get_stats return -1 */
+    void (*get_stats)(store *, store_stats *);
 } store_driver;
 
 /* Every driver's handle starts with this. */

@@ -266,6 +266,9 @@ struct sqlstore {
     int n_free;
     pthread_mutex_t rmu;
     pthread_cond_t rcv;
+
+    pthread_mutex_t smu; /* stats: written by the writer, read by scrapes */
+    store_stats stats;
 };
 
 static const store_driver sqlite_driver;
@@ -297,6 +300,36 @@ static void bind_str(sqlite3_stmt *st, int i, const char *v)
 
 /* ---- writer thread ------------------------------------------------------------------------ */
 
+/* Commit latency from 0.1 ms to 10 s; batch sizes in powers of two up to the writer's usual
+ * ceiling of a few hundred queued requests. */
+static const double commit_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                       0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+static const double batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+
+static void stats_batch(sqlstore *s, const struct timespec *t0, size_t committed, int failed)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+    pthread_mutex_lock(&s->smu);
+    if (failed) {
+        s->stats.failed_commits++;
+    } else {
+        s->stats.commits++;
+        prom_hist_observe(&s->stats.commit_seconds, secs);
+        prom_hist_observe(&s->stats.batch_size, (double)committed);
+    }
+    pthread_mutex_unlock(&s->smu);
+}
+
+static void sq_get_stats(store *st, store_stats *out)
+{
+    sqlstore *s = (sqlstore *)st;
+    pthread_mutex_lock(&s->smu);
+    *out = s->stats;
+    pthread_mutex_unlock(&s->smu);
+}
+
 static void fail_pending(wreq *batch, const char *msg)
 {
     for (wreq *r = batch; r; r = r->next) {
@@ -313,9 +346,12 @@ static void fail_pending(wreq *batch, const char *msg)
 static void run_batch(sqlstore *s, wreq *batch)
 {
     char msg[512];
+    struct timespec t0;
     for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         if (st_run(s, ST_BEGIN, "begin transaction", msg, sizeof msg) < 0) {
             fail_pending(batch, msg);
+            stats_batch(s, &t0, 0, 1);
             return;
         }
         int restart = 0;
@@ -350,13 +386,17 @@ static void run_batch(sqlstore *s, wreq *batch)
             for (wreq *r = batch; r; r = r->next)
                 if (r->state == REQ_IN_TXN) r->state = REQ_PENDING;
             fail_pending(batch, msg);
+            stats_batch(s, &t0, 0, 1);
             return;
         }
+        size_t committed = 0;
         for (wreq *r = batch; r; r = r->next) {
             if (r->state != REQ_IN_TXN) continue;
             r->rc = 0;
             r->state = REQ_FINISHED;
+            committed++;
         }
+        stats_batch(s, &t0, committed, 0);
         return;
     }
 }
@@ -1472,6 +1512,7 @@ static void sq_close(store *st)
     pthread_cond_destroy(&s->ccv);
     pthread_mutex_destroy(&s->rmu);
     pthread_cond_destroy(&s->rcv);
+    pthread_mutex_destroy(&s->smu);
     free(s->path);
     free(s);
 }
@@ -1544,6 +1585,9 @@ static store *sq_open(const store_config *cfg, char *err, size_t errlen)
     pthread_cond_init(&s->ccv, NULL);
     pthread_mutex_init(&s->rmu, NULL);
     pthread_cond_init(&s->rcv, NULL);
+    pthread_mutex_init(&s->smu, NULL);
+    prom_hist_init(&s->stats.commit_seconds, commit_bounds, sizeof commit_bounds / sizeof commit_bounds[0]);
+    prom_hist_init(&s->stats.batch_size, batch_bounds, sizeof batch_bounds / sizeof batch_bounds[0]);
     s->path = strdup(cfg->dsn);
     if (!s->path) { snprintf(err, errlen, "out of memory"); goto fail; }
     if (open_writer(s, cfg, err, errlen) < 0) goto fail;
@@ -1842,6 +1886,7 @@ store *store_sqlite_open(const store_config *cfg, char *err, size_t errlen)
 static const store_driver sqlite_driver = {
     .name = "sqlite",
     .close = sq_close,
+    .get_stats = sq_get_stats,
     .upsert_node = sq_upsert_node,
     .upsert_placeholder = sq_upsert_placeholder,
     .touch_nodes = sq_touch_nodes,

@@ -105,6 +105,8 @@ struct rpc_server {
     int ports[MAX_LISTEN];
     size_t n_ports;
     int started, shut, quiet;
+    void (*observe)(void *user, const char *method, int code, int64_t duration_us);
+    void *observe_user;
     atomic_int stopping;
     struct tag t_shutdown;
     pthread_mutex_t mu; /* threads_live, shutdown_done */
@@ -612,6 +614,7 @@ static void *worker_main(void *arg)
             rpc_ctx *c = CTX_OF(t, t_finish);
             if (c->recv_cancelled) atomic_store(&c->cancelled, 1);
             access_log(c);
+            if (s->observe) s->observe(s->observe_user, rpc_ctx_method(c), c->code, (int64_t)(elapsed_ms(&c->t0) * 1000));
             ctx_unref(c);
             break;
         }
@@ -740,6 +743,8 @@ rpc_server *rpc_server_new(const rpc_server_opts *o, char *err, size_t errlen)
     if (!s) abort();
     snprintf(s->name, sizeof s->name, "%s", o->name ? o->name : "server");
     s->quiet = o->quiet_access_log;
+    s->observe = o->observe;
+    s->observe_user = o->observe_user;
     s->max_streams = o->max_streams > 0 ? o->max_streams : 1024;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     /* One worker per core measured fastest (bench/RESULTS.md): handlers that wait return
@@ -907,8 +912,9 @@ const char *rpc_server_method_path(const rpc_server *s, size_t i)
     return i < s->n_methods ? s->methods[i].m->path : NULL;
 }
 
-/* Waits until the core has closed every connection and every accepted call is freed (a
- * handler may still be running after its client went away). ms < 0 waits for ever. */
+/* Waits until the core has closed every connection, every accepted call is freed (a
+ * handler may still be running after its client went away) and every handler thread is out
+ * of the server (it touches s->mu after its call is freed). ms < 0 waits for ever. */
 static int wait_shutdown(rpc_server *s, int64_t ms)
 {
     struct timespec ts;
@@ -917,11 +923,11 @@ static int wait_shutdown(rpc_server *s, int64_t ms)
     ts.tv_nsec += (ms % 1000) * 1000000L;
     if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
     pthread_mutex_lock(&s->mu);
-    while (!s->shutdown_done || s->calls_live > 0) {
+    while (!s->shutdown_done || s->calls_live > 0 || s->threads_live > 0) {
         if (ms < 0) pthread_cond_wait(&s->cv, &s->mu);
         else if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT) break;
     }
-    int done = s->shutdown_done && s->calls_live == 0;
+    int done = s->shutdown_done && s->calls_live == 0 && s->threads_live == 0;
     pthread_mutex_unlock(&s->mu);
     return done;
 }

@@ -67,6 +67,11 @@ typedef struct rpc_server_opts {
     int workers;                /* completion-queue threads; 0 = one per core, at least 2 */
     int max_streams;            /* concurrent streaming/slow handler threads; 0 = 1024 */
     int quiet_access_log;       /* access lines at debug level instead of info */
+    /* Called once per finished call of any kind (a method we do not serve is "(unknown)"),
+     * on a worker thread when the final status has gone out: it must be quick and not block.
+     * method is the table's path, valid during the call only. NULL: no observer. */
+    void (*observe)(void *user, const char *method, int code, int64_t duration_us);
+    void *observe_user;
 } rpc_server_opts;
 
 /* Creates and binds. Returns NULL with err set ("listen 0.0.0.0:9090: address in use"...). */
