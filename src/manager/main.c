@@ -8,6 +8,9 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "manager/admin.h"
+#include "manager/auth.h"
+#include "manager/events.h"
 #include "manager/liveness.h"
 #include "manager/mconfig.h"
 #include "manager/mservice.h"
@@ -43,6 +46,52 @@ static int resolve_node(void *user, const char *node_id, char *addr, size_t n)
     if (node.daemon_address && *node.daemon_address) snprintf(addr, n, "%s", node.daemon_address);
     else snprintf(addr, n, "%s:9091", node.ip && *node.ip ? node.ip : "127.0.0.1");
     store_node_free(&node);
+    return 0;
+}
+
+/* The event hub and the admin token table. No tokens is allowed (AdminService then refuses
+ * every call), but worth a warning. */
+static int start_admin_parts(const mconfig *cfg, evhub **hub, auth **tokens)
+{
+    char err[512];
+    if (!(*hub = evhub_new(NULL, err, sizeof err))) {
+        log_error("manager.events_failed", "error=\"%s\"", err);
+        return -1;
+    }
+    auth_token *t = calloc(cfg->admin.n_tokens ? cfg->admin.n_tokens : 1, sizeof *t);
+    if (!t) return -1;
+    for (size_t i = 0; i < cfg->admin.n_tokens; i++) {
+        t[i] = (auth_token){.name = cfg->admin.tokens[i].name, .sha256 = cfg->admin.tokens[i].sha256};
+        auth_parse_role(cfg->admin.tokens[i].role, &t[i].role); /* mconfig checked it */
+    }
+    *tokens = auth_new(t, cfg->admin.n_tokens, err, sizeof err);
+    free(t);
+    if (!*tokens) {
+        log_error("manager.auth_failed", "error=\"%s\"", err);
+        return -1;
+    }
+    if (!cfg->admin.n_tokens)
+        log_warn("admin.no_tokens", "msg=\"no admin.tokens in the config: AdminService refuses every call (UNAUTHENTICATED)\"");
+    return 0;
+}
+
+/* AdminService on admin.listen, with the grpc listener's TLS and transport settings. */
+static int admin_start_listener(admin *adm, const mconfig *cfg, const mservice_opts *mo)
+{
+    const char *listen[] = {cfg->admin.listen, NULL};
+    rpc_server_opts so;
+    memset(&so, 0, sizeof so);
+    so.name = "admin";
+    so.listen = listen;
+    so.tls = mo->tls;
+    so.settings = mo->settings;
+    so.quiet_access_log = mo->quiet_access_log;
+    char err[512];
+    if (admin_listen(adm, &so, err, sizeof err) != 0) {
+        log_error("manager.admin_failed", "listen=%s error=\"%s\"", cfg->admin.listen, err);
+        return -1;
+    }
+    log_info("admin.listening", "listen=%s port=%d", cfg->admin.listen, admin_port(adm));
     return 0;
 }
 
@@ -104,13 +153,17 @@ int main(int argc, char **argv)
     retention *ret = NULL;
     mservice *svc = NULL;
     pool *daemons = NULL;
+    evhub *hub = NULL;
+    auth *tokens = NULL;
+    admin *adm = NULL;
     store_config sc = {.driver = cfg->database.driver, .dsn = cfg->database.dsn};
     st = store_open(&sc, err, sizeof err);
     if (!st) {
         log_error("manager.store_failed", "driver=%s dsn=%s error=\"%s\"", cfg->database.driver, cfg->database.dsn, err);
         goto out;
     }
-    liveness_config lc = {.offline_after_ms = cfg->node.offline_after_ms};
+    if (start_admin_parts(cfg, &hub, &tokens) != 0) goto out;
+    liveness_config lc = {.offline_after_ms = cfg->node.offline_after_ms, .hub = hub};
     live = liveness_new(&lc, st, err, sizeof err);
     if (!live) {
         log_error("manager.liveness_failed", "error=\"%s\"", err);
@@ -153,6 +206,14 @@ int main(int argc, char **argv)
     mo.heartbeat_interval_s = cfg->node.heartbeat_interval_ms / 1000;
     mo.metrics_interval_s = cfg->node.metrics_interval_ms / 1000;
     mo.quiet_access_log = cfg->log.level > LOGL_INFO;
+    mo.hub = hub;
+    admin_opts ao = {.store = st, .live = live, .pool = daemons, .hub = hub, .auth = tokens};
+    if (!(adm = admin_new(&ao, err, sizeof err))) {
+        log_error("manager.admin_failed", "error=\"%s\"", err);
+        goto out;
+    }
+    if (!cfg->admin.listen[0]) mo.extra_methods = admin_methods(adm, &mo.n_extra_methods);
+    else if (admin_start_listener(adm, cfg, &mo) != 0) goto out;
     svc = mservice_start(&mo, err, sizeof err);
     if (!svc) {
         log_error("manager.grpc_failed", "listen=%s error=\"%s\"", listen, err);
@@ -178,10 +239,15 @@ int main(int argc, char **argv)
     }
     rc = 0;
 out:
+    evhub_close(hub); /* ends WatchEvents streams before the servers wait for them */
+    admin_stop(adm, 10000);
     mservice_stop(svc, 10000);
+    admin_free(adm);
+    auth_free(tokens);
     pool_free(daemons);
     retention_stop(ret);
     liveness_free(live); /* flushes last_seen of every node */
+    evhub_free(hub);     /* after the last publisher */
     store_close(st);     /* finishes queued writes */
     log_info("manager.stopped", "rc=%d", rc);
     mconfig_free(cfg);

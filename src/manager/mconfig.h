@@ -56,6 +56,19 @@ typedef struct mconfig_log {
     char *file;      /* default "" = standard error */
 } mconfig_log;
 
+/* One AdminService token: its SHA-256, never the token itself. */
+typedef struct mconfig_token {
+    char *name;   /* required, unique: shown in audit records */
+    char *role;   /* "viewer", "operator" or "admin" */
+    char *sha256; /* 64 hex characters (lower-cased here) */
+} mconfig_token;
+
+typedef struct mconfig_admin {
+    char *listen;          /* default "": AdminService on the grpc listener; else "host:port" */
+    mconfig_token *tokens; /* none: AdminService refuses every call (main warns) */
+    size_t n_tokens;
+} mconfig_admin;
+
 typedef struct mconfig {
     char *source; /* the file it came from, or "(defaults)" */
     mconfig_grpc grpc;
@@ -63,6 +76,7 @@ typedef struct mconfig {
     mconfig_node node;
     mconfig_metrics metrics;
     mconfig_log log;
+    mconfig_admin admin;
 } mconfig;
 
 /* Loads path; path NULL gives the defaults. Returns 0 with *out, or -1 with err. */

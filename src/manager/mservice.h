@@ -2,13 +2,18 @@
  * ReportMetrics) and its part of proto.DaemonService (SyncAgentStates; the rest answer
  * UNIMPLEMENTED) — validating every request before anything is stored.
  *
- * Owns: its rpc_server. Borrows the store and the liveness table, which must outlive it. */
+ * Publishes node.registered, and agent.state / agent.removed for each agent whose status or pid
+ * a sync changes, to the event hub.
+ *
+ * Owns: its rpc_server. Borrows the store, the liveness table, the hub and the extra methods,
+ * which must outlive it. */
 #ifndef OPS_MANAGER_MSERVICE_H
 #define OPS_MANAGER_MSERVICE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "manager/events.h"
 #include "manager/liveness.h"
 #include "manager/store.h"
 #include "rpc/server.h"
@@ -25,6 +30,9 @@ typedef struct mservice_opts {
     int64_t heartbeat_interval_s; /* told to daemons in RegisterNodeResponse */
     int64_t metrics_interval_s;
     int quiet_access_log;
+    evhub *hub;                   /* may be NULL: node.registered, agent.state, agent.removed */
+    const rpc_method *extra_methods; /* served on the same listener (AdminService); borrowed */
+    size_t n_extra_methods;
 } mservice_opts;
 
 mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen);
