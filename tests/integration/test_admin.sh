@@ -232,4 +232,20 @@ expect_eq "$(jget "$(A $ADMT ListAudit '{"actor":"otto"}')" '[.response.records[
 expect_eq "$(jget "$(A $ADMT ListAudit "{\"target\":\"$NODE\"}")" "[.response.records[] | select(.target | startswith(\"$NODE\") | not)] | length")" 0 "audit target filter"
 expect_eq "$(jget "$(A $ADMT ListAudit '{"limit":2}')" '.response.records | length')" 2 "audit limit"
 pass "audit trail: $(jget "$OUT" '.response.records | length') records (refusals, failures, successes)"
+# --- a manager with AdminService on its own listener and no tokens ----------------------------------------
+MP2=$(free_port); AP=$(free_port)
+cat > "$T/manager2.yaml" <<YAML
+grpc: {host: 127.0.0.1, port: $MP2}
+database: {driver: sqlite, dsn: $T/ops2.db}
+admin: {listen: "127.0.0.1:$AP"}
+YAML
+"$BIN/ops-manager" -c "$T/manager2.yaml" >> "$T/manager2.log" 2>&1 &
+PIDS+=($!)
+wait_for 10 "$BIN/pbcall" 127.0.0.1:$AP grpc.health.v1.Health/Check || fail "admin listener did not start"
+OUT=$(call --header "authorization: Bearer $ADMT" 127.0.0.1:$AP ops.admin.v1.AdminService/ListNodes '{}')
+refused UNAUTHENTICATED "no tokens configured" "$OUT"
+jget "$OUT" .message | grep -q "no admin tokens" || fail "no-tokens message: $OUT"
+expect_eq "$(code "$(call --header "authorization: Bearer $ADMT" 127.0.0.1:$MP2 ops.admin.v1.AdminService/ListNodes '{}')")" UNIMPLEMENTED "AdminService off the grpc listener"
+grep -q "event=admin.no_tokens" "$T/manager2.log" || fail "no warning about missing tokens"
+pass "admin.listen: own listener; no tokens -> everything refused, with a warning at start"
 echo "refused attempts checked: $REFUSED"
