@@ -525,11 +525,14 @@ static int do_query(admin *a, rpc_ctx *c, const Ops__Admin__V1__QueryMetricsRequ
     store_node_free(&n);
     store_point_list pl;
     char err[512];
-    if (store_query_metrics(a->o.store, req->node_id, req->type, from, to, ADMIN_RAW_POINTS_MAX + 1, &pl, err, sizeof err) != 0)
+    size_t max = req->buckets ? ADMIN_READ_POINTS_MAX : ADMIN_RAW_POINTS_MAX;
+    if (store_query_metrics(a->o.store, req->node_id, req->type, from, to, max + 1, &pl, err, sizeof err) != 0)
         return fail(o, RPC_INTERNAL, "node %s: %s", req->node_id, err);
-    if (!req->buckets && pl.n > ADMIN_RAW_POINTS_MAX) {
+    /* Refused rather than cut: a downsampled answer over a truncated read would look complete. */
+    if (pl.n > max) {
         store_point_list_free(&pl);
-        return fail(o, RPC_OUT_OF_RANGE, "more than %d points: narrow the range or ask for buckets", ADMIN_RAW_POINTS_MAX);
+        return fail(o, RPC_OUT_OF_RANGE, "more than %zu points in [%" PRId64 ", %" PRId64 "]: narrow the range%s", max, from, to,
+                    req->buckets ? "" : " or ask for buckets");
     }
     resp->node_id = rpc_ctx_strdup(c, req->node_id);
     resp->type = rpc_ctx_strdup(c, req->type);

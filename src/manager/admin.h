@@ -38,7 +38,8 @@ typedef struct admin_opts {
 #define ADMIN_RANGE_MAX_S (30LL * 24 * 3600)
 #define ADMIN_RANGE_DEFAULT_S 3600
 #define ADMIN_BUCKETS_MAX 10000
-#define ADMIN_RAW_POINTS_MAX 500000 /* keeps a raw answer under the 10 MiB message limit */
+#define ADMIN_RAW_POINTS_MAX 200000   /* raw points in one answer (stays under 10 MiB) */
+#define ADMIN_READ_POINTS_MAX 1000000 /* points read for one downsampled answer (memory) */
 #define ADMIN_AUDIT_MAX 1000
 
 admin *admin_new(const admin_opts *o, char *err, size_t errlen);
