@@ -137,8 +137,7 @@ static int reachable_node(admin *a, const char *node_id, outcome *o)
     store_node_free(&n);
     if (!has)
         return fail(o, RPC_FAILED_PRECONDITION,
-                    "node %s registered no daemon_address: the manager cannot reach its daemon (is it an "
-                    "auto-registered placeholder that has not registered yet?)",
+                    "node %s registered no daemon_address: the manager cannot reach its daemon",
                     node_id);
     return RPC_OK;
 }
