@@ -5,7 +5,7 @@
 #include "manager/admin.h"
 
 #include <inttypes.h>
-#include <math.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,6 +172,14 @@ static int time_range(int64_t *from, int64_t *to, outcome *o)
     return RPC_OK;
 }
 
+/* proto3 strings must be UTF-8 and protobuf-c does not check; jansson does. */
+static int utf8_ok(const char *s)
+{
+    json_t *j = json_string(s);
+    json_decref(j);
+    return j != NULL;
+}
+
 /* ---- ListNodes ------------------------------------------------------------------------------ */
 
 static void token_encode(char *out, size_t n, const char *id)
@@ -210,6 +218,8 @@ static int do_list_nodes(admin *a, rpc_ctx *c, const Ops__Admin__V1__ListNodesRe
     store_kv *kv = rpc_ctx_alloc(c, (req->n_labels ? req->n_labels : 1) * sizeof *kv);
     for (size_t i = 0; i < req->n_labels; i++) {
         if (!req->labels[i]->key[0]) return fail(o, RPC_INVALID_ARGUMENT, "labels: empty key");
+        if (!utf8_ok(req->labels[i]->key) || !utf8_ok(req->labels[i]->value))
+            return fail(o, RPC_INVALID_ARGUMENT, "labels: a key or value is not valid UTF-8");
         kv[i] = (store_kv){req->labels[i]->key, req->labels[i]->value};
     }
     f.labels = kv;
