@@ -162,6 +162,7 @@ static void come_online(liveness *l, entry *e, int64_t now_ms)
     log_info("node.online", "node=%s last_seen=%lld", log_id(b, sizeof b, e->id),
              (long long)(prev / 1000));
     queue_event(l, e->id, "online", now_ms);
+    evhub_publish(l->cfg.hub, "node.online", e->id, "", "online", "offline", "heartbeat after silence");
 }
 
 int liveness_heartbeat(liveness *l, const char *node_id, int64_t now_ms)
@@ -270,6 +271,9 @@ size_t liveness_sweep(liveness *l)
                 log_info("node.offline", "node=%s last_seen=%lld", log_id(buf, sizeof buf, e->id),
                          (long long)(e->last_seen_ms / 1000));
                 queue_event(l, e->id, "offline", now);
+                char why[64];
+                snprintf(why, sizeof why, "silent for %lld ms", (long long)(now - since));
+                evhub_publish(l->cfg.hub, "node.offline", e->id, "", "offline", "online", why);
                 n++;
             }
         }

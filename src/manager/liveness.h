@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "manager/events.h"
 #include "manager/store.h"
 
 typedef struct liveness liveness;
@@ -29,6 +30,7 @@ typedef struct liveness_config {
     liveness_clock_fn clock;   /* NULL = the real time */
     void *clock_ctx;
     int manual;                /* 1: no background thread; the caller runs sweep and flush */
+    evhub *hub;                /* may be NULL: where node.online / node.offline are published */
 } liveness_config;
 
 /* Loads every node of st and starts the background thread. NULL with err on failure. */

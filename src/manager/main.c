@@ -10,6 +10,9 @@
 
 #include "base/log.h"
 #include "base/prom.h"
+#include "manager/admin.h"
+#include "manager/auth.h"
+#include "manager/events.h"
 #include "manager/liveness.h"
 #include "manager/mconfig.h"
 #include "manager/mmetrics.h"
@@ -48,6 +51,56 @@ static int resolve_node(void *user, const char *node_id, char *addr, size_t n)
     if (node.daemon_address && *node.daemon_address) snprintf(addr, n, "%s", node.daemon_address);
     else snprintf(addr, n, "%s:9091", node.ip && *node.ip ? node.ip : "127.0.0.1");
     store_node_free(&node);
+    return 0;
+}
+
+/* The event hub and the admin token table. No tokens is allowed (AdminService then refuses
+ * every call), but worth a warning. */
+static int start_admin_parts(const mconfig *cfg, evhub **hub, auth **tokens)
+{
+    char err[512];
+    if (!(*hub = evhub_new(NULL, err, sizeof err))) {
+        log_error("manager.events_failed", "error=\"%s\"", err);
+        return -1;
+    }
+    auth_token *t = calloc(cfg->admin.n_tokens ? cfg->admin.n_tokens : 1, sizeof *t);
+    if (!t) return -1;
+    for (size_t i = 0; i < cfg->admin.n_tokens; i++) {
+        t[i] = (auth_token){.name = cfg->admin.tokens[i].name, .sha256 = cfg->admin.tokens[i].sha256};
+        auth_parse_role(cfg->admin.tokens[i].role, &t[i].role); /* mconfig checked it */
+    }
+    *tokens = auth_new(t, cfg->admin.n_tokens, err, sizeof err);
+    free(t);
+    if (!*tokens) {
+        log_error("manager.auth_failed", "error=\"%s\"", err);
+        return -1;
+    }
+    if (!cfg->admin.n_tokens)
+        log_warn("admin.no_tokens", "msg=\"no admin.tokens in the config: AdminService refuses every call (UNAUTHENTICATED)\"");
+    return 0;
+}
+
+/* AdminService on admin.listen, with the grpc listener's TLS and transport settings. */
+static int admin_start_listener(admin *adm, const mconfig *cfg, const mservice_opts *mo, mmetrics *metrics)
+{
+    const char *listen[] = {cfg->admin.listen, NULL};
+    rpc_server_opts so;
+    memset(&so, 0, sizeof so);
+    so.name = "admin";
+    so.listen = listen;
+    so.tls = mo->tls;
+    so.settings = mo->settings;
+    so.quiet_access_log = mo->quiet_access_log;
+    if (metrics) {
+        so.observe = mmetrics_observe_rpc;
+        so.observe_user = metrics;
+    }
+    char err[512];
+    if (admin_listen(adm, &so, err, sizeof err) != 0) {
+        log_error("manager.admin_failed", "listen=%s error=\"%s\"", cfg->admin.listen, err);
+        return -1;
+    }
+    log_info("admin.listening", "listen=%s port=%d", cfg->admin.listen, admin_port(adm));
     return 0;
 }
 
@@ -113,13 +166,18 @@ int main(int argc, char **argv)
     upd *updates = NULL;
     mmetrics *metrics = NULL;
     prom_http *scrape = NULL;
+    evhub *hub = NULL;
+    auth *tokens = NULL;
+    admin *adm = NULL;
+    rpc_method *extra = NULL;
     store_config sc = {.driver = cfg->database.driver, .dsn = cfg->database.dsn};
     st = store_open(&sc, err, sizeof err);
     if (!st) {
         log_error("manager.store_failed", "driver=%s dsn=%s error=\"%s\"", cfg->database.driver, cfg->database.dsn, err);
         goto out;
     }
-    liveness_config lc = {.offline_after_ms = cfg->node.offline_after_ms};
+    if (start_admin_parts(cfg, &hub, &tokens) != 0) goto out;
+    liveness_config lc = {.offline_after_ms = cfg->node.offline_after_ms, .hub = hub};
     live = liveness_new(&lc, st, err, sizeof err);
     if (!live) {
         log_error("manager.liveness_failed", "error=\"%s\"", err);
@@ -180,8 +238,24 @@ int main(int argc, char **argv)
         log_error("manager.updates_failed", "error=\"%s\"", err);
         goto out;
     }
-    mo.extra_methods = upd_methods(updates, &mo.n_extra_methods);
     mo.metrics = metrics;
+    mo.hub = hub;
+    admin_opts ao = {.store = st, .live = live, .pool = daemons, .hub = hub, .auth = tokens};
+    if (!(adm = admin_new(&ao, err, sizeof err))) {
+        log_error("manager.admin_failed", "error=\"%s\"", err);
+        goto out;
+    }
+    /* One listener serves the fleet's methods, the pushed-event stream and (unless it has an
+     * address of its own) AdminService. */
+    size_t n_upd = 0, n_adm = 0;
+    const rpc_method *upd_m = upd_methods(updates, &n_upd);
+    const rpc_method *adm_m = cfg->admin.listen[0] ? NULL : admin_methods(adm, &n_adm);
+    if (!(extra = calloc(n_upd + n_adm, sizeof *extra))) goto out;
+    memcpy(extra, upd_m, n_upd * sizeof *extra);
+    if (n_adm) memcpy(extra + n_upd, adm_m, n_adm * sizeof *extra);
+    mo.extra_methods = extra;
+    mo.n_extra_methods = n_upd + n_adm;
+    if (cfg->admin.listen[0] && admin_start_listener(adm, cfg, &mo, metrics) != 0) goto out;
     svc = mservice_start(&mo, err, sizeof err);
     if (!svc) {
         log_error("manager.grpc_failed", "listen=%s error=\"%s\"", listen, err);
@@ -217,13 +291,19 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     prom_http_stop(scrape);
+    evhub_close(hub); /* ends WatchEvents streams before the servers wait for them */
+    admin_stop(adm, 10000);
     mservice_stop(svc, 10000);
     rpc_reflection_free(refl);
     upd_free(updates); /* after the server: no stream uses it any more */
-    mmetrics_free(metrics); /* after the server: its observer counts until the end */
+    mmetrics_free(metrics); /* after the servers: their observers count until the end */
+    free(extra);
+    admin_free(adm);
+    auth_free(tokens);
     pool_free(daemons);
     retention_stop(ret);
     liveness_free(live); /* flushes last_seen of every node */
+    evhub_free(hub);     /* after the last publisher */
     store_close(st);     /* finishes queued writes */
     log_info("manager.stopped", "rc=%d", rc);
     mconfig_free(cfg);

@@ -50,6 +50,16 @@ struct raw_prometheus {
     char *enabled, *listen;
 };
 
+struct raw_token {
+    char *name, *role, *sha256;
+};
+
+struct raw_admin {
+    char *listen;
+    struct raw_token *tokens;
+    unsigned tokens_count;
+};
+
 struct raw {
     struct raw_prometheus *prometheus;
     struct raw_grpc *grpc;
@@ -57,6 +67,7 @@ struct raw {
     struct raw_node *node;
     struct raw_metrics *metrics;
     struct raw_log *log;
+    struct raw_admin *admin;
 };
 
 #define OPT (CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL)
@@ -116,6 +127,24 @@ static const cyaml_schema_field_t prometheus_fields[] = {
     CYAML_FIELD_END,
 };
 
+static const cyaml_schema_field_t token_fields[] = {
+    STR("name", struct raw_token, name),
+    STR("role", struct raw_token, role),
+    STR("sha256", struct raw_token, sha256),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_value_t token_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, struct raw_token, token_fields),
+};
+
+static const cyaml_schema_field_t admin_fields[] = {
+    STR("listen", struct raw_admin, listen),
+    CYAML_FIELD_SEQUENCE("tokens", OPT, struct raw_admin, tokens, &token_schema, 0,
+                         CYAML_UNLIMITED),
+    CYAML_FIELD_END,
+};
+
 static const cyaml_schema_field_t top_fields[] = {
     CYAML_FIELD_MAPPING_PTR("prometheus", OPT, struct raw, prometheus, prometheus_fields),
     CYAML_FIELD_MAPPING_PTR("grpc", OPT, struct raw, grpc, grpc_fields),
@@ -123,6 +152,7 @@ static const cyaml_schema_field_t top_fields[] = {
     CYAML_FIELD_MAPPING_PTR("node", OPT, struct raw, node, node_fields),
     CYAML_FIELD_MAPPING_PTR("metrics", OPT, struct raw, metrics, metrics_fields),
     CYAML_FIELD_MAPPING_PTR("log", OPT, struct raw, log, log_fields),
+    CYAML_FIELD_MAPPING_PTR("admin", OPT, struct raw, admin, admin_fields),
     CYAML_FIELD_END,
 };
 
@@ -137,7 +167,24 @@ typedef struct checker {
     char *err;
     size_t errlen;
     int failed;
+    const char *text; /* the YAML, to find a value's line; NULL when there is none */
+    size_t len;
 } checker;
+
+/* The line of the first occurrence of value after the first occurrence of anchor, or 0:
+ * libcyaml keeps no positions once loaded, and a token entry is easier to find by its line. */
+static int line_of(const checker *ck, const char *anchor, const char *value)
+{
+    if (!ck->text || !value || !*value) return 0;
+    const char *end = ck->text + ck->len, *p = ck->text;
+    const char *a = memmem(p, ck->len, anchor, strlen(anchor));
+    if (a) p = a;
+    const char *v = memmem(p, (size_t)(end - p), value, strlen(value));
+    if (!v) return 0;
+    int line = 1;
+    for (const char *c = ck->text; c < v; c++) line += *c == '\n';
+    return line;
+}
 
 /* Records the first problem as "FILE: key: problem (got 'x', expected ...)". */
 __attribute__((format(printf, 5, 6)))
@@ -188,6 +235,73 @@ static char *dup_or(checker *ck, const char *v, const char *def)
         snprintf(ck->err, ck->errlen, "%s: out of memory", ck->name);
     }
     return d;
+}
+
+/* Like bad(), with the line of got in the file when it can be found. */
+static void bad_token(checker *ck, size_t i, const char *field, const char *got,
+                      const char *problem, const char *expected)
+{
+    if (ck->failed) return;
+    char key[64];
+    snprintf(key, sizeof key, "admin.tokens[%zu].%s", i, field);
+    int line = line_of(ck, "tokens", got);
+    if (!line) {
+        bad(ck, key, got ? got : "", problem, "%s", expected);
+        return;
+    }
+    ck->failed = 1;
+    snprintf(ck->err, ck->errlen, "%s: line %d: %s: %s (got '%s', expected %s)", ck->name, line,
+             key, problem, got, expected);
+}
+
+static int is_hex64(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f') ||
+              (s[n] >= 'A' && s[n] <= 'F')))
+            return 0;
+    return n == 64;
+}
+
+static void admin_section(checker *ck, const struct raw_admin *a, mconfig *c)
+{
+    c->admin.listen = dup_or(ck, a ? a->listen : NULL, "");
+    if (c->admin.listen && *c->admin.listen) {
+        const char *colon = strrchr(c->admin.listen, ':');
+        char *end = NULL;
+        long port = colon ? strtol(colon + 1, &end, 10) : -1;
+        if (!colon || colon == c->admin.listen || !end || *end || port < 0 || port > 65535)
+            bad(ck, "admin.listen", c->admin.listen, "not an address",
+                "\"\" (the grpc listener) or host:port, e.g. 127.0.0.1:9093");
+    }
+    size_t n = a ? a->tokens_count : 0;
+    if (!n) return;
+    c->admin.tokens = calloc(n, sizeof *c->admin.tokens);
+    if (!c->admin.tokens) {
+        if (!ck->failed) snprintf(ck->err, ck->errlen, "%s: out of memory", ck->name);
+        ck->failed = 1;
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct raw_token *t = &a->tokens[i];
+        mconfig_token *o = &c->admin.tokens[c->admin.n_tokens++];
+        o->name = dup_or(ck, t->name, "");
+        o->role = dup_or(ck, t->role, "");
+        o->sha256 = dup_or(ck, t->sha256, "");
+        if (!o->name || !o->role || !o->sha256) return;
+        if (!*o->name) bad_token(ck, i, "name", "", "is required", "a name for audit records, e.g. alice");
+        for (size_t k = 0; k < i; k++)
+            if (!strcmp(c->admin.tokens[k].name, o->name))
+                bad_token(ck, i, "name", o->name, "duplicate token name", "a name no other token has");
+        if (strcmp(o->role, "viewer") && strcmp(o->role, "operator") && strcmp(o->role, "admin"))
+            bad_token(ck, i, "role", o->role, "unknown role", "viewer, operator or admin");
+        if (!is_hex64(o->sha256))
+            bad_token(ck, i, "sha256", o->sha256, "not a SHA-256",
+                      "64 hex characters: printf %s \"$TOKEN\" | sha256sum");
+        for (char *p = o->sha256; *p; p++)
+            if (*p >= 'A' && *p <= 'F') *p = (char)(*p - 'A' + 'a');
+    }
 }
 
 static void apply(checker *ck, const struct raw *r, mconfig *c)
@@ -300,6 +414,7 @@ static void apply(checker *ck, const struct raw *r, mconfig *c)
     if (c->prometheus.listen &&
         prom_parse_listen(c->prometheus.listen, host, sizeof host, &port, why, sizeof why) != 0)
         bad(ck, "prometheus.listen", c->prometheus.listen, "not host:port", "e.g. 127.0.0.1:9190 or [::1]:9190");
+    admin_section(ck, r ? r->admin : NULL, c);
 }
 
 /* An empty file (or only comments) is a valid config made of defaults; libcyaml refuses it. */
@@ -320,12 +435,13 @@ static int blank_yaml(const char *s, size_t len)
     return 1;
 }
 
-static int build(const char *name, const struct raw *r, mconfig **out, char *err, size_t errlen)
+static int build(const char *name, const struct raw *r, const char *text, size_t len,
+                 mconfig **out, char *err, size_t errlen)
 {
     *out = NULL;
     mconfig *c = calloc(1, sizeof *c);
     if (!c) { snprintf(err, errlen, "%s: out of memory", name); return -1; }
-    checker ck = {name, err, errlen, 0};
+    checker ck = {name, err, errlen, 0, text, len};
     c->source = dup_or(&ck, name, "");
     apply(&ck, r, c);
     if (ck.failed) {
@@ -340,10 +456,10 @@ int mconfig_load_string(const char *name, const char *yaml, size_t len, mconfig 
                         size_t errlen)
 {
     *out = NULL;
-    if (blank_yaml(yaml, len)) return build(name, NULL, out, err, errlen);
+    if (blank_yaml(yaml, len)) return build(name, NULL, NULL, 0, out, err, errlen);
     void *raw = NULL;
     if (cfg_load_string(name, yaml, len, &top_schema, &raw, err, errlen) < 0) return -1;
-    int rc = build(name, raw, out, err, errlen);
+    int rc = build(name, raw, yaml, len, out, err, errlen);
     cfg_free(&top_schema, raw);
     return rc;
 }
@@ -351,7 +467,7 @@ int mconfig_load_string(const char *name, const char *yaml, size_t len, mconfig 
 int mconfig_load(const char *path, mconfig **out, char *err, size_t errlen)
 {
     *out = NULL;
-    if (!path) return build("(defaults)", NULL, out, err, errlen);
+    if (!path) return build("(defaults)", NULL, NULL, 0, out, err, errlen);
     char *buf;
     size_t len;
     if (cfg_read_file(path, &buf, &len, err, errlen) != 0) return -1;
@@ -372,6 +488,13 @@ void mconfig_free(mconfig *c)
     free(c->database.dsn);
     free(c->log.file);
     free(c->prometheus.listen);
+    free(c->admin.listen);
+    for (size_t i = 0; i < c->admin.n_tokens; i++) {
+        free(c->admin.tokens[i].name);
+        free(c->admin.tokens[i].role);
+        free(c->admin.tokens[i].sha256);
+    }
+    free(c->admin.tokens);
     free(c);
 }
 
@@ -432,6 +555,15 @@ char *mconfig_dump_yaml(const mconfig *c)
     fprintf(f, "\nprometheus:\n  enabled: %s\n  listen: ", c->prometheus.enabled ? "true" : "false");
     put_str(f, c->prometheus.listen);
     fputc('\n', f);
+    fprintf(f, "admin:\n  listen: ");
+    put_str(f, c->admin.listen);
+    fprintf(f, "\n  tokens:%s\n", c->admin.n_tokens ? "" : " []");
+    for (size_t i = 0; i < c->admin.n_tokens; i++) {
+        fprintf(f, "    - name: ");
+        put_str(f, c->admin.tokens[i].name);
+        fprintf(f, "\n      role: %s\n      sha256: %s\n", c->admin.tokens[i].role,
+                c->admin.tokens[i].sha256);
+    }
     if (fclose(f) != 0) {
         free(text);
         return NULL;

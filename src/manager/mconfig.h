@@ -60,6 +60,18 @@ typedef struct mconfig_prometheus {
     int enabled;  /* default 1 */
     char *listen; /* "host:port" of GET /metrics; default "127.0.0.1:9190" */
 } mconfig_prometheus;
+/* One AdminService token: its SHA-256, never the token itself. */
+typedef struct mconfig_token {
+    char *name;   /* required, unique: shown in audit records */
+    char *role;   /* "viewer", "operator" or "admin" */
+    char *sha256; /* 64 hex characters (lower-cased here) */
+} mconfig_token;
+
+typedef struct mconfig_admin {
+    char *listen;          /* default "": AdminService on the grpc listener; else "host:port" */
+    mconfig_token *tokens; /* none: AdminService refuses every call (main warns) */
+    size_t n_tokens;
+} mconfig_admin;
 
 typedef struct mconfig {
     char *source; /* the file it came from, or "(defaults)" */
@@ -69,6 +81,7 @@ typedef struct mconfig {
     mconfig_metrics metrics;
     mconfig_log log;
     mconfig_prometheus prometheus;
+    mconfig_admin admin;
 } mconfig;
 
 /* Loads path; path NULL gives the defaults. Returns 0 with *out, or -1 with err. */

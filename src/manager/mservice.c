@@ -21,6 +21,7 @@ struct mservice {
     int auto_register;
     int64_t hb_s, metrics_s;
     mmetrics *metrics;
+    evhub *hub;
     rpc_method methods[12];
 };
 
@@ -92,6 +93,7 @@ static int register_node(rpc_ctx *c, const void *reqv, void *respv, void *user)
         return RPC_OK;
     }
     liveness_register(m->live, req->node_id, now);
+    evhub_publish(m->hub, "node.registered", req->node_id, "", "online", "", req->daemon_address);
     log_info("node.registered", "node=%s hostname=%s ip=%s address=%s labels=%zu trace_id=%s", req->node_id, req->hostname, req->ip,
              req->daemon_address, req->n_labels, rpc_ctx_trace_id(c));
     resp->success = 1;
@@ -206,6 +208,35 @@ static int report_metrics(rpc_ctx *c, const void *reqv, void *respv, void *user)
     return RPC_PENDING;
 }
 
+static const store_agent *find_agent(const store_agent_list *l, const char *id)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (!strcmp(l->items[i].agent_id, id)) return &l->items[i];
+    return NULL;
+}
+
+/* agent.state for each agent that is new or whose status or pid changed (a crash and restart
+ * keeps "running" but changes the pid); agent.removed for the ones the sync no longer lists. */
+static void publish_agent_changes(mservice *m, const char *node_id, const store_agent_in *a, size_t n,
+                                  const store_agent_list *before)
+{
+    for (size_t i = 0; i < n; i++) {
+        const store_agent *old = find_agent(before, a[i].agent_id);
+        if (old && !strcmp(old->status, a[i].status) && old->pid == a[i].pid) continue;
+        char detail[64];
+        snprintf(detail, sizeof detail, "pid=%d", (int)a[i].pid);
+        if (old && old->pid != a[i].pid) snprintf(detail, sizeof detail, "pid=%d previous_pid=%d", (int)a[i].pid, (int)old->pid);
+        evhub_publish(m->hub, "agent.state", node_id, a[i].agent_id, a[i].status, old ? old->status : "", detail);
+    }
+    for (size_t i = 0; i < before->n; i++) {
+        int still = 0;
+        for (size_t k = 0; k < n && !still; k++) still = !strcmp(a[k].agent_id, before->items[i].agent_id);
+        if (!still)
+            evhub_publish(m->hub, "agent.removed", node_id, before->items[i].agent_id, "removed", before->items[i].status,
+                          "no longer listed by the daemon");
+    }
+}
+
 static int sync_agents(rpc_ctx *c, const void *reqv, void *respv, void *user)
 {
     mservice *m = user;
@@ -227,13 +258,19 @@ static int sync_agents(rpc_ctx *c, const void *reqv, void *respv, void *user)
         return RPC_OK;
     }
     char err[512];
+    /* What the store had, to publish only what this sync changes. */
+    store_agent_list before = {0};
+    int have_before = m->hub && store_list_agents(m->st, req->node_id, 0, &before, err, sizeof err) == 0;
     if (store_sync_agents(m->st, req->node_id, a, req->n_states, now_ms(m) / 1000, err, sizeof err) != 0) {
+        store_agent_list_free(&before);
         log_error("agents.sync_failed", "node=%s error=\"%s\" trace_id=%s", req->node_id, err, rpc_ctx_trace_id(c));
         resp->success = 0;
         resp->message = rpc_ctx_sprintf(c, "cannot store the agent states: %s", err);
         return RPC_OK;
     }
     mmetrics_agents_synced(m->metrics, req->node_id, a, req->n_states);
+    if (have_before) publish_agent_changes(m, req->node_id, a, req->n_states, &before);
+    store_agent_list_free(&before);
     log_info("agents.synced", "node=%s agents=%zu trace_id=%s", req->node_id, req->n_states, rpc_ctx_trace_id(c));
     resp->success = 1;
     resp->message = rpc_ctx_strdup(c, "ok");
@@ -256,6 +293,7 @@ mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen)
     m->hb_s = o->heartbeat_interval_s;
     m->metrics_s = o->metrics_interval_s;
     m->metrics = o->metrics;
+    m->hub = o->hub;
     /* ReportMetrics, the hot write, returns RPC_PENDING and is answered by the store's commit
      * callback. The rarer writes (register, sync) wait for their commit on threads of their
      * own (RPC_METHOD_SLOW), so that the workers keep answering heartbeats meanwhile. */

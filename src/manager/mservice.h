@@ -2,13 +2,18 @@
  * ReportMetrics) and its part of proto.DaemonService (SyncAgentStates; the rest answer
  * UNIMPLEMENTED) — validating every request before anything is stored.
  *
- * Owns: its rpc_server. Borrows the store and the liveness table, which must outlive it. */
+ * Publishes node.registered, and agent.state / agent.removed for each agent whose status or pid
+ * a sync changes, to the event hub.
+ *
+ * Owns: its rpc_server. Borrows the store, the liveness table, the hub and the extra methods,
+ * which must outlive it. */
 #ifndef OPS_MANAGER_MSERVICE_H
 #define OPS_MANAGER_MSERVICE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "manager/events.h"
 #include "manager/liveness.h"
 #include "manager/mmetrics.h"
 #include "manager/store.h"
@@ -28,9 +33,12 @@ typedef struct mservice_opts {
     int64_t metrics_interval_s;
     int quiet_access_log;
     const rpc_reflection *reflection; /* serve server reflection from it (borrowed); NULL: none */
-    const rpc_method *extra_methods; /* served too (updates.h's SubscribeUpdates...); must outlive it */
-    size_t n_extra_methods;
     mmetrics *metrics;            /* NULL: none; else calls, reports and syncs are counted */
+    evhub *hub;                   /* may be NULL: node.registered, agent.state, agent.removed */
+    /* served on the same listener too (SubscribeUpdates, AdminService...); borrowed, must
+     * outlive the service */
+    const rpc_method *extra_methods;
+    size_t n_extra_methods;
 } mservice_opts;
 
 mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen);

@@ -79,6 +79,15 @@ static const char *const migrations[] = {
     "CREATE INDEX IF NOT EXISTS update_events_by_node ON update_events(node_id, id);"
     "CREATE INDEX IF NOT EXISTS update_events_by_key"
     "  ON update_events(node_id, kind, component, agent_id, id);",
+    /* 3: AdminService's audit trail. */
+    "CREATE TABLE audit ("
+    "  id INTEGER PRIMARY KEY, at INTEGER NOT NULL,"
+    "  actor TEXT NOT NULL DEFAULT '', role TEXT NOT NULL DEFAULT '',"
+    "  method TEXT NOT NULL DEFAULT '', target TEXT NOT NULL DEFAULT '',"
+    "  result TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '',"
+    "  peer TEXT NOT NULL DEFAULT '');"
+    "CREATE INDEX audit_by_actor ON audit(actor, id);"
+    "CREATE INDEX audit_by_target ON audit(target, id);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -90,6 +99,7 @@ enum {
     ST_MNODE_GET, ST_MNODE_ADD, ST_POINT_ADD,
     ST_RET_NEXT_SERIES, ST_RET_BOUNDARY, ST_RET_DELETE,
     ST_DEL_POINTS, ST_DEL_SERIES, ST_DEL_AGENTS, ST_DEL_EVENTS, ST_DEL_NODE,
+    ST_AUDIT_ADD,
     ST_COUNT
 };
 
@@ -142,6 +152,9 @@ static const char *const writer_sql[ST_COUNT] = {
     [ST_DEL_AGENTS] = "DELETE FROM agents WHERE node_id = ?1",
     [ST_DEL_EVENTS] = "DELETE FROM node_events WHERE node_id = ?1",
     [ST_DEL_NODE] = "DELETE FROM nodes WHERE node_id = ?1",
+    [ST_AUDIT_ADD] =
+        "INSERT INTO audit (at, actor, role, method, target, result, detail, peer)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
 };
 
 /* ---- node ref cache (writer thread only) ------------------------------------------------- */
@@ -1083,6 +1096,21 @@ static int sq_delete_node(store *st, const char *node_id, int *found, char *err,
     return rc;
 }
 
+static int w_add_audit(sqlstore *s, void *arg, char *err, size_t errlen)
+{
+    const store_audit_in *a = arg;
+    sqlite3_stmt *st = s->st[ST_AUDIT_ADD];
+    sqlite3_bind_int64(st, 1, a->at);
+    const char *f[7] = {a->actor, a->role, a->method, a->target, a->result, a->detail, a->peer};
+    for (int i = 0; i < 7; i++) bind_str(st, i + 2, f[i]);
+    return st_run(s, ST_AUDIT_ADD, "add audit record", err, errlen);
+}
+
+static int sq_add_audit(store *st, const store_audit_in *a, char *err, size_t errlen)
+{
+    return submit(impl(st), w_add_audit, (void *)a, err, errlen);
+}
+
 /* ---- reads -------------------------------------------------------------------------------- */
 
 static sqlite3 *reader_get(sqlstore *s, int *idx)
@@ -1218,21 +1246,47 @@ static int sq_list_nodes(store *st, const store_node_filter *f, store_node_list 
     static const char *what = "list nodes";
     out->items = NULL;
     out->n = 0;
+    char *want = NULL;
+    if (f && f->n_labels) {
+        json_t *obj = json_object();
+        for (size_t i = 0; obj && i < f->n_labels; i++) {
+            json_t *v = json_string(f->labels[i].value ? f->labels[i].value : "");
+            if (!v || json_object_set_new(obj, f->labels[i].key ? f->labels[i].key : "", v) < 0) {
+                json_decref(obj);
+                snprintf(err, errlen, "%s: label filter '%.100s' is not valid UTF-8", what,
+                         f->labels[i].key ? f->labels[i].key : "");
+                return -1;
+            }
+        }
+        want = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+        json_decref(obj);
+        if (!want) { snprintf(err, errlen, "%s: out of memory", what); return -1; }
+    }
     rd r;
     if (rd_begin(&r, impl(st),
                  "SELECT " NODE_COLS " FROM nodes"
                  " WHERE (?1 IS NULL OR status = ?1)"
                  " AND (?2 IS NULL OR EXISTS (SELECT 1 FROM json_each(nodes.labels) j"
                  "   WHERE j.key = ?2 AND j.value = ?3))"
-                 " ORDER BY node_id",
-                 what, err, errlen) < 0)
+                 /* every wanted pair (?4, a JSON object) has its match among the node's */
+                 " AND (?4 IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(?4) w"
+                 "   WHERE NOT EXISTS (SELECT 1 FROM json_each(nodes.labels) j"
+                 "     WHERE j.key = w.key AND j.value = w.value)))"
+                 " AND (?5 IS NULL OR node_id > ?5)"
+                 " ORDER BY node_id LIMIT ?6",
+                 what, err, errlen) < 0) {
+        free(want);
         return -1;
+    }
     if (f && f->status != STORE_NODE_ANY)
         sqlite3_bind_text(r.st, 1, store_node_status_name(f->status), -1, SQLITE_STATIC);
     if (f && f->label_key) {
         sqlite3_bind_text(r.st, 2, f->label_key, -1, SQLITE_STATIC);
         bind_str(r.st, 3, f->label_value);
     }
+    if (want) sqlite3_bind_text(r.st, 4, want, -1, SQLITE_STATIC);
+    if (f && f->after && *f->after) sqlite3_bind_text(r.st, 5, f->after, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(r.st, 6, f && f->limit ? (int64_t)f->limit : -1);
     size_t cap = 0;
     int rc;
     while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
@@ -1240,6 +1294,7 @@ static int sq_list_nodes(store *st, const store_node_filter *f, store_node_list 
         read_node(&r, &out->items[out->n++]);
         if (r.oom) break;
     }
+    free(want);
     if (rd_end(&r, rc, what, err, errlen) < 0) {
         store_node_list_free(out);
         return -1;
@@ -1421,6 +1476,77 @@ static int sq_metric_stats(store *st, const char *node_id, const char *type, int
     if (out->n && !r.oom) out->items[out->n - 1].avg = sum / (double)out->items[out->n - 1].count;
     if (rd_end(&r, rc, what, err, errlen) < 0) {
         store_stat_list_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+static int sq_list_audit(store *st, const store_audit_filter *f, store_audit_list *out,
+                         char *err, size_t errlen)
+{
+    static const char *what = "list audit";
+    out->items = NULL;
+    out->n = 0;
+    rd r;
+    if (rd_begin(&r, impl(st),
+                 "SELECT id, at, actor, role, method, target, result, detail, peer FROM audit"
+                 " WHERE (?1 IS NULL OR actor = ?1)"
+                 " AND (?2 IS NULL OR target = ?2 OR substr(target, 1, length(?2) + 1) = ?2 || '/')"
+                 " AND at >= ?3 ORDER BY id DESC LIMIT ?4",
+                 what, err, errlen) < 0)
+        return -1;
+    if (f && f->actor && *f->actor) sqlite3_bind_text(r.st, 1, f->actor, -1, SQLITE_STATIC);
+    if (f && f->target && *f->target) sqlite3_bind_text(r.st, 2, f->target, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(r.st, 3, f ? f->since : 0);
+    sqlite3_bind_int64(r.st, 4, f && f->limit ? (int64_t)f->limit : 100);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
+        if (grow(&r, (void **)&out->items, out->n, &cap, sizeof *out->items) < 0) break;
+        store_audit *a = &out->items[out->n++];
+        a->id = sqlite3_column_int64(r.st, 0);
+        a->at = sqlite3_column_int64(r.st, 1);
+        a->actor = col_str(&r, 2);
+        a->role = col_str(&r, 3);
+        a->method = col_str(&r, 4);
+        a->target = col_str(&r, 5);
+        a->result = col_str(&r, 6);
+        a->detail = col_str(&r, 7);
+        a->peer = col_str(&r, 8);
+        if (r.oom) break;
+    }
+    if (rd_end(&r, rc, what, err, errlen) < 0) {
+        store_audit_list_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+static int sq_list_metric_types(store *st, const char *node_id, int64_t from, int64_t to,
+                                store_string_list *out, char *err, size_t errlen)
+{
+    static const char *what = "list metric types";
+    out->items = NULL;
+    out->n = 0;
+    rd r;
+    if (rd_begin(&r, impl(st),
+                 "SELECT DISTINCT type FROM metrics"
+                 " WHERE node_ref = (SELECT id FROM metric_nodes WHERE node_id = ?1)"
+                 " AND ts BETWEEN ?2 AND ?3 ORDER BY type",
+                 what, err, errlen) < 0)
+        return -1;
+    bind_str(r.st, 1, node_id);
+    sqlite3_bind_int64(r.st, 2, from);
+    sqlite3_bind_int64(r.st, 3, to);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
+        if (grow(&r, (void **)&out->items, out->n, &cap, sizeof *out->items) < 0) break;
+        out->items[out->n++] = col_str(&r, 0);
+        if (r.oom) break;
+    }
+    if (rd_end(&r, rc, what, err, errlen) < 0) {
+        store_string_list_free(out);
         return -1;
     }
     return 0;
@@ -1907,4 +2033,7 @@ static const store_driver sqlite_driver = {
     .compact_updates = sq_compact_updates,
     .list_updates_after = sq_list_updates_after,
     .list_updates = sq_list_updates,
+    .add_audit = sq_add_audit,
+    .list_audit = sq_list_audit,
+    .list_metric_types = sq_list_metric_types,
 };

@@ -33,7 +33,7 @@ wait_for 10 "$BIN/pbcall" $D grpc.health.v1.Health/Check || fail "daemon did not
 REFL=grpc.reflection.v1alpha.ServerReflection,grpc.reflection.v1.ServerReflection
 # What each program registers, derived from its method table: a service added to a program
 # without being listed here fails the list check, so this list is kept honest.
-MSVC=manager.ManagerService,proto.DaemonService,grpc.health.v1.Health,$REFL
+MSVC=manager.ManagerService,proto.DaemonService,grpc.health.v1.Health,ops.admin.v1.AdminService,$REFL
 DSVC=proto.DaemonService,grpc.health.v1.Health,$REFL
 HEALTH='grpc.health.v1.Health/Check={"service":""}'
 MCALLS="$HEALTH;"'manager.ManagerService/Heartbeat={"node_id":"reflect-node","timestamp":1}'

@@ -1,7 +1,11 @@
 /* pbcall: calls any method of the contract with a JSON request and prints one JSON line:
  * {"code":"OK","message":"...","response":{...}}. For test scripts.
- *   pbcall [--timeout MS] [--ca F [--cert F --key F]] TARGET METHOD [JSON]
+ *   pbcall [--timeout MS] [--ca F [--cert F --key F]] [--header KEY:VALUE]... [--max N]
+ *          TARGET METHOD [JSON]
  *   METHOD is e.g. manager.ManagerService/Heartbeat or proto.DaemonService/ListAgents.
+ * A server-streaming method (ops.admin.v1.AdminService/WatchEvents) prints one line per
+ * message, {"response":{...}}, flushed at once, then the final {"code":...,"message":...};
+ * --max N stops (cancels) after N messages and ends with code OK.
  * Exit code: the gRPC status code (0 = OK); 100 for usage or a bad JSON request. */
 #include <jansson.h>
 #include <stdio.h>
@@ -9,6 +13,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "admin.pb-c.h"
 #include "daemon.pb-c.h"
 #include "health.pb-c.h"
 #include "manager.pb-c.h"
@@ -33,23 +38,93 @@ static const struct {
     {"proto.DaemonService/GetAgentMetrics", &proto__agent_metrics_request__descriptor, &proto__agent_metrics_response__descriptor, 0},
     {"proto.DaemonService/SyncAgentStates", &proto__sync_agent_states_request__descriptor, &proto__sync_agent_states_response__descriptor, 0},
     {"grpc.health.v1.Health/Check", &grpc__health__v1__health_check_request__descriptor, &grpc__health__v1__health_check_response__descriptor, 0},
+#define ADM(m, req, resp, st) {"ops.admin.v1.AdminService/" m, &ops__admin__v1__##req##__descriptor, &ops__admin__v1__##resp##__descriptor, st}
+    ADM("ListNodes", list_nodes_request, list_nodes_response, 0),
+    ADM("GetNode", get_node_request, get_node_response, 0),
+    ADM("DeleteNode", delete_node_request, delete_node_response, 0),
+    ADM("ListAgents", list_agents_request, list_agents_response, 0),
+    ADM("OperateAgent", operate_agent_request, operate_agent_response, 0),
+    ADM("GetAgentMetrics", get_agent_metrics_request, get_agent_metrics_response, 0),
+    ADM("QueryMetrics", query_metrics_request, query_metrics_response, 0),
+    ADM("MetricsSummary", metrics_summary_request, metrics_summary_response, 0),
+    ADM("GetDaemonConfig", get_daemon_config_request, get_daemon_config_response, 0),
+    ADM("ListAudit", list_audit_request, list_audit_response, 0),
+    ADM("WatchEvents", watch_events_request, event, 1),
+#undef ADM
 };
+
+#define MAX_HEADERS 16
+
+static void print_json(json_t *out)
+{
+    char *s = json_dumps(out, JSON_COMPACT | JSON_SORT_KEYS);
+    puts(s);
+    fflush(stdout);
+    free(s);
+    json_decref(out);
+}
+
+/* Prints each message as it arrives; returns the final code. */
+static int stream(rpc_channel *ch, const char *path, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *desc, const rpc_call_opts *o, long max)
+{
+    rpc_stream *st = NULL;
+    rpc_result res;
+    if (rpc_stream_open(ch, path, req, o, &st, &res) != 0) {
+        print_json(json_pack("{s:s,s:s}", "code", rpc_code_name(res.code), "message", res.message));
+        return res.code;
+    }
+    long n = 0;
+    ProtobufCMessage *msg = NULL;
+    while (rpc_stream_next(st, desc, &msg, &res) == 1) {
+        print_json(json_pack("{s:o}", "response", pbjson_from_message(msg)));
+        protobuf_c_message_free_unpacked(msg, NULL);
+        if (max > 0 && ++n >= max) {
+            res.code = RPC_OK;
+            snprintf(res.message, sizeof res.message, "stopped after %ld messages", n);
+            break;
+        }
+    }
+    rpc_stream_close(st);
+    print_json(json_pack("{s:s,s:s}", "code", rpc_code_name(res.code), "message", res.message));
+    return res.code;
+}
 
 int main(int argc, char **argv)
 {
     rpc_client_opts co;
     memset(&co, 0, sizeof co);
     int64_t timeout = 10000;
+    long max = 0;
+    const char *md[2 * MAX_HEADERS + 1] = {NULL};
+    char hk[MAX_HEADERS][128];
+    size_t nh = 0;
     int i = 1;
     for (; i < argc && argv[i][0] == '-' && argv[i][1] == '-'; i++) {
         if (!strcmp(argv[i], "--timeout") && i + 1 < argc) timeout = atoll(argv[++i]);
+        else if (!strcmp(argv[i], "--max") && i + 1 < argc) max = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--header") && i + 1 < argc) {
+            const char *h = argv[++i], *colon = strchr(h, ':');
+            if (!colon || colon == h || (size_t)(colon - h) >= sizeof hk[0] || nh == MAX_HEADERS) {
+                fprintf(stderr, "pbcall: --header wants KEY:VALUE (at most %d)\n", MAX_HEADERS);
+                return 100;
+            }
+            size_t kl = (size_t)(colon - h);
+            for (size_t c = 0; c < kl; c++) hk[nh][c] = (char)(h[c] >= 'A' && h[c] <= 'Z' ? h[c] - 'A' + 'a' : h[c]);
+            hk[nh][kl] = 0;
+            const char *v = colon + 1;
+            while (*v == ' ') v++;
+            md[2 * nh] = hk[nh];
+            md[2 * nh + 1] = v;
+            nh++;
+        }
         else if (!strcmp(argv[i], "--ca") && i + 1 < argc) { co.tls.enabled = 1; co.tls.ca_file = argv[++i]; }
         else if (!strcmp(argv[i], "--cert") && i + 1 < argc) co.tls.cert_file = argv[++i];
         else if (!strcmp(argv[i], "--key") && i + 1 < argc) co.tls.key_file = argv[++i];
         else break;
     }
     if (argc - i < 2) {
-        fprintf(stderr, "usage: pbcall [--timeout MS] [--ca F [--cert F --key F]] TARGET METHOD [JSON]\n");
+        fprintf(stderr, "usage: pbcall [--timeout MS] [--ca F [--cert F --key F]] [--header KEY:VALUE]... [--max N] TARGET METHOD [JSON]\n");
         return 100;
     }
     const char *target = argv[i], *method = argv[i + 1], *body = argc - i > 2 ? argv[i + 2] : "{}";
@@ -81,7 +156,13 @@ int main(int argc, char **argv)
     }
     char path[256];
     snprintf(path, sizeof path, "/%s", method);
-    rpc_call_opts o = {.timeout_ms = timeout};
+    rpc_call_opts o = {.timeout_ms = timeout, .metadata = nh ? md : NULL};
+    if (methods[k].stream) {
+        int code = stream(ch, path, req, methods[k].resp, &o, max);
+        protobuf_c_message_free_unpacked(req, NULL);
+        rpc_channel_free(ch);
+        return code;
+    }
     rpc_result res;
     ProtobufCMessage *resp = NULL;
     rpc_call_unary(ch, path, req, methods[k].resp, &resp, &o, &res);

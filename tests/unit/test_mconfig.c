@@ -225,6 +225,60 @@ static void syntax_errors_from_libcyaml(void **state)
     assert_string_equal(err, "/nonexistent/manager.yaml: cannot open: No such file or directory");
 }
 
+/* ---- admin: listen and tokens ------------------------------------------------------------- */
+
+#define H64 "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"
+
+static void admin_section(void **state)
+{
+    (void)state;
+    char err[512];
+    mconfig *c;
+    const char *ok = "admin:\n"
+                     "  listen: 127.0.0.1:9093\n"
+                     "  tokens:\n"
+                     "    - {name: vera, role: viewer, sha256: " H64 "}\n"
+                     "    - name: ada\n"
+                     "      role: admin\n"
+                     "      sha256: " H64 "\n";
+    assert_int_equal(mconfig_load_string("m.yaml", ok, strlen(ok), &c, err, sizeof err), 0);
+    assert_string_equal(c->admin.listen, "127.0.0.1:9093");
+    assert_int_equal(c->admin.n_tokens, 2);
+    assert_string_equal(c->admin.tokens[0].name, "vera");
+    assert_string_equal(c->admin.tokens[0].role, "viewer");
+    assert_string_equal(c->admin.tokens[1].sha256, "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+    char *y = mconfig_dump_yaml(c);
+    mconfig *again;
+    assert_int_equal(mconfig_load_string("dump", y, strlen(y), &again, err, sizeof err), 0);
+    assert_int_equal(again->admin.n_tokens, 2);
+    assert_string_equal(again->admin.tokens[1].role, "admin");
+    free(y);
+    mconfig_free(again);
+    mconfig_free(c);
+
+    assert_int_equal(mconfig_load_string("m.yaml", "log: {level: info}\n", 19, &c, err, sizeof err), 0);
+    assert_string_equal(c->admin.listen, "");
+    assert_int_equal(c->admin.n_tokens, 0);
+    mconfig_free(c);
+
+    struct { const char *yaml, *want; } bad[] = {
+        {"admin:\n  tokens:\n    - {name: a, role: viewer, sha256: " H64 "}\n    - {name: b, role: root, sha256: " H64 "}\n",
+         "m.yaml: line 4: admin.tokens[1].role: unknown role (got 'root', expected viewer, operator or admin)"},
+        {"admin:\n  tokens:\n    - {name: a, role: viewer, sha256: abc123}\n",
+         "m.yaml: line 3: admin.tokens[0].sha256: not a SHA-256 (got 'abc123', expected 64 hex characters: printf %s \"$TOKEN\" | sha256sum)"},
+        {"admin:\n  tokens:\n    - {name: a, role: viewer, sha256: " H64 "}\n    - {name: a, role: admin, sha256: " H64 "}\n",
+         "admin.tokens[1].name: duplicate token name"},
+        {"admin:\n  tokens:\n    - {role: viewer, sha256: " H64 "}\n", "admin.tokens[0].name: is required"},
+        {"admin:\n  tokens:\n    - {name: a, role: viewer}\n", "admin.tokens[0].sha256: not a SHA-256"},
+        {"admin:\n  listen: nowhere\n", "m.yaml: admin.listen: not an address (got 'nowhere'"},
+        {"admin:\n  tokens:\n    - {name: a, role: viewer, sha256: " H64 ", password: x}\n", "Unexpected key: password"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(mconfig_load_string("m.yaml", bad[i].yaml, strlen(bad[i].yaml), &c, err, sizeof err), -1);
+        if (!strstr(err, bad[i].want)) fail_msg("case %zu: got \"%s\", want \"%s\"", i, err, bad[i].want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -232,6 +286,7 @@ int main(void)
         cmocka_unit_test(partial_and_empty_files),
         cmocka_unit_test(semantic_errors_name_key_and_value),
         cmocka_unit_test(syntax_errors_from_libcyaml),
+        cmocka_unit_test(admin_section),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

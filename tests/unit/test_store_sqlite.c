@@ -116,7 +116,7 @@ static void schema_created_and_versioned(void **state)
     assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &st, NULL),
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_true(sqlite3_column_int(st, 0) >= 2); /* 2: update_events (updates.h) */
+    assert_int_equal(sqlite3_column_int(st, 0), 3); /* 2: update_events, 3: audit */
     sqlite3_finalize(st);
     assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 99", NULL, NULL, NULL),
                      SQLITE_OK);
@@ -134,12 +134,15 @@ static void schema_created_and_versioned(void **state)
     assert_null(store_open(&cfg, f->err, sizeof f->err));
     assert_non_null(strstr(f->err, "/nonexistent-dir/x/ops.db: cannot open database"));
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 1", NULL, NULL, NULL),
+    /* A version-1 database (no audit table) is migrated to version 2 and keeps its rows. */
+    assert_int_equal(sqlite3_exec(db, "DROP TABLE audit; UPDATE schema_version SET version = 1", NULL, NULL, NULL),
                      SQLITE_OK);
     sqlite3_close(db);
     reopen(f, 0);
     assert_int_equal(store_get_node(f->s, "n1", &n, f->err, sizeof f->err), STORE_OK);
     store_node_free(&n);
+    store_audit_in a = {.at = 1, .actor = "x", .method = "DeleteNode", .target = "n1", .result = "OK"};
+    assert_int_equal(store_add_audit(f->s, &a, f->err, sizeof f->err), 0);
 }
 
 static void register_and_reregister(void **state)
@@ -638,6 +641,193 @@ static void acknowledged_survives_kill9(void **state)
     assert_true(count_points(f, "n1", "cpu") >= (size_t)(last + 1) * 10);
 }
 
+/* ---- AdminService's store functions: audit trail, node paging and label sets, metric types.
+ * Public store API only, so that the block runs against every driver. ---------------------- */
+
+static void add_audit(fixture *f, int64_t at, const char *actor, const char *target, const char *result)
+{
+    store_audit_in a = {.at = at, .actor = actor, .role = "operator", .method = "OperateAgent", .target = target,
+                        .result = result, .detail = "restart", .peer = "ipv4:127.0.0.1:1"};
+    if (store_add_audit(f->s, &a, f->err, sizeof f->err) != 0) fail_msg("add_audit: %s", f->err);
+}
+
+static void audit_trail_filters(void **state)
+{
+    fixture *f = *state;
+    add_audit(f, 100, "otto", "node-1/agent-a", "OK");
+    add_audit(f, 110, "vera", "node-1/agent-a", "PERMISSION_DENIED");
+    add_audit(f, 120, "", "node-10/agent-a", "UNAUTHENTICATED");
+    add_audit(f, 130, "ada", "node-1", "OK");
+    add_audit(f, 140, "otto", "node-2/x", "NOT_FOUND");
+
+    store_audit_list l;
+    assert_int_equal(store_list_audit(f->s, NULL, &l, f->err, sizeof f->err), 0);
+    assert_int_equal(l.n, 5);
+    assert_int_equal(l.items[0].at, 140); /* newest first */
+    assert_int_equal(l.items[4].at, 100);
+    assert_true(l.items[0].id > l.items[4].id);
+    assert_string_equal(l.items[4].actor, "otto");
+    assert_string_equal(l.items[4].role, "operator");
+    assert_string_equal(l.items[4].method, "OperateAgent");
+    assert_string_equal(l.items[4].target, "node-1/agent-a");
+    assert_string_equal(l.items[4].result, "OK");
+    assert_string_equal(l.items[4].detail, "restart");
+    assert_string_equal(l.items[4].peer, "ipv4:127.0.0.1:1");
+    assert_string_equal(l.items[2].actor, "");
+    store_audit_list_free(&l);
+    assert_int_equal(l.n, 0);
+
+    store_audit_filter by_actor = {.actor = "otto"};
+    assert_int_equal(store_list_audit(f->s, &by_actor, &l, f->err, sizeof f->err), 0);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.items[0].target, "node-2/x");
+    store_audit_list_free(&l);
+
+    /* A node's target matches itself and its agents, never another node sharing the prefix. */
+    store_audit_filter by_target = {.target = "node-1"};
+    assert_int_equal(store_list_audit(f->s, &by_target, &l, f->err, sizeof f->err), 0);
+    assert_int_equal(l.n, 3);
+    for (size_t i = 0; i < l.n; i++) assert_null(strstr(l.items[i].target, "node-10"));
+    store_audit_list_free(&l);
+
+    store_audit_filter since_limit = {.since = 110, .limit = 2};
+    assert_int_equal(store_list_audit(f->s, &since_limit, &l, f->err, sizeof f->err), 0);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(l.items[0].at, 140);
+    assert_int_equal(l.items[1].at, 130);
+    store_audit_list_free(&l);
+
+    store_audit_filter none = {.actor = "nobody"};
+    assert_int_equal(store_list_audit(f->s, &none, &l, f->err, sizeof f->err), 0);
+    assert_int_equal(l.n, 0);
+    store_audit_list_free(&l);
+
+    /* Records survive a reopen, and the default limit is 100. */
+    for (int i = 0; i < 120; i++) add_audit(f, 200 + i, "bulk", "node-3", "OK");
+    reopen(f, 0);
+    assert_int_equal(store_list_audit(f->s, NULL, &l, f->err, sizeof f->err), 0);
+    assert_int_equal(l.n, 100);
+    assert_int_equal(l.items[0].at, 319);
+    store_audit_list_free(&l);
+}
+
+static void upsert_labeled(fixture *f, const char *id, const store_kv *labels, size_t n)
+{
+    store_node_in in = {.node_id = id, .hostname = id, .labels = labels, .n_labels = n};
+    if (store_upsert_node(f->s, &in, 1000, f->err, sizeof f->err) != 0) fail_msg("upsert: %s", f->err);
+}
+
+static char *ids(const store_node_list *l)
+{
+    static char buf[256];
+    buf[0] = 0;
+    for (size_t i = 0; i < l->n; i++)
+        snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%s", i ? "," : "", l->items[i].node_id);
+    return buf;
+}
+
+static void node_filter_labels_and_paging(void **state)
+{
+    fixture *f = *state;
+    store_kv a[] = {{"env", "prod"}, {"team", "ops"}};
+    store_kv b[] = {{"env", "prod"}, {"team", "web"}};
+    store_kv c[] = {{"env", "dev"}, {"team", "ops"}};
+    upsert_labeled(f, "n3", a, 2);
+    upsert_labeled(f, "n1", b, 2);
+    upsert_labeled(f, "n2", c, 2);
+    upsert_labeled(f, "n4", a, 1);
+    store_touch off = {"n4", 1000, STORE_NODE_OFFLINE};
+    assert_int_equal(store_touch_nodes(f->s, &off, 1, f->err, sizeof f->err), 0);
+
+    store_node_list l;
+    store_kv want[] = {{"env", "prod"}, {"team", "ops"}};
+    store_node_filter both = {.status = STORE_NODE_ANY, .labels = want, .n_labels = 2};
+    assert_int_equal(store_list_nodes(f->s, &both, &l, f->err, sizeof f->err), 0);
+    assert_string_equal(ids(&l), "n3");
+    store_node_list_free(&l);
+
+    store_node_filter prod = {.status = STORE_NODE_ANY, .labels = want, .n_labels = 1};
+    assert_int_equal(store_list_nodes(f->s, &prod, &l, f->err, sizeof f->err), 0);
+    assert_string_equal(ids(&l), "n1,n3,n4");
+    store_node_list_free(&l);
+
+    prod.status = STORE_NODE_ONLINE;
+    assert_int_equal(store_list_nodes(f->s, &prod, &l, f->err, sizeof f->err), 0);
+    assert_string_equal(ids(&l), "n1,n3");
+    store_node_list_free(&l);
+
+    /* The older single-label condition and the set combine. */
+    store_kv ops[] = {{"team", "ops"}};
+    store_node_filter mixed = {.status = STORE_NODE_ANY, .label_key = "env", .label_value = "dev", .labels = ops, .n_labels = 1};
+    assert_int_equal(store_list_nodes(f->s, &mixed, &l, f->err, sizeof f->err), 0);
+    assert_string_equal(ids(&l), "n2");
+    store_node_list_free(&l);
+
+    store_kv nomatch[] = {{"env", "prod"}, {"team", "none"}};
+    store_node_filter empty = {.status = STORE_NODE_ANY, .labels = nomatch, .n_labels = 2};
+    assert_int_equal(store_list_nodes(f->s, &empty, &l, f->err, sizeof f->err), 0);
+    assert_int_equal(l.n, 0);
+    store_node_list_free(&l);
+
+    /* Paging: after + limit walk the ids in order, each exactly once. */
+    char seen[64] = "";
+    store_node_filter page = {.status = STORE_NODE_ANY, .limit = 3};
+    char after[32] = "";
+    for (int round = 0; round < 5; round++) {
+        page.after = after;
+        assert_int_equal(store_list_nodes(f->s, &page, &l, f->err, sizeof f->err), 0);
+        assert_true(l.n <= 3);
+        if (!l.n) { store_node_list_free(&l); break; }
+        snprintf(seen + strlen(seen), sizeof seen - strlen(seen), "%s%s", seen[0] ? "," : "", ids(&l));
+        snprintf(after, sizeof after, "%s", l.items[l.n - 1].node_id);
+        store_node_list_free(&l);
+    }
+    assert_string_equal(seen, "n1,n2,n3,n4");
+    store_node_filter tail = {.status = STORE_NODE_ANY, .after = "n2", .limit = 1};
+    assert_int_equal(store_list_nodes(f->s, &tail, &l, f->err, sizeof f->err), 0);
+    assert_string_equal(ids(&l), "n3");
+    store_node_list_free(&l);
+}
+
+static void metric_types_in_range(void **state)
+{
+    fixture *f = *state;
+    register_node(f, "n1", "host-1", "prod", 1000);
+    register_node(f, "n2", "host-2", "prod", 1000);
+    store_metric_value v[] = {{"usage", 1.5}};
+    store_metric_in m[] = {{"cpu", 1000, v, 1}, {"memory", 1000, v, 1}, {"gpu", 2000, v, 1}};
+    assert_int_equal(store_insert_metrics(f->s, "n1", m, 3, NULL, f->err, sizeof f->err), 0);
+    assert_int_equal(store_insert_metrics(f->s, "n2", m, 1, NULL, f->err, sizeof f->err), 0);
+
+    store_string_list t;
+    assert_int_equal(store_list_metric_types(f->s, "n1", 0, 5000, &t, f->err, sizeof f->err), 0);
+    assert_int_equal(t.n, 3);
+    assert_string_equal(t.items[0], "cpu"); /* sorted */
+    assert_string_equal(t.items[1], "gpu");
+    assert_string_equal(t.items[2], "memory");
+    store_string_list_free(&t);
+    assert_int_equal(t.n, 0);
+
+    assert_int_equal(store_list_metric_types(f->s, "n1", 1500, 2000, &t, f->err, sizeof f->err), 0);
+    assert_int_equal(t.n, 1);
+    assert_string_equal(t.items[0], "gpu");
+    store_string_list_free(&t);
+
+    assert_int_equal(store_list_metric_types(f->s, "n2", 0, 5000, &t, f->err, sizeof f->err), 0);
+    assert_int_equal(t.n, 1);
+    store_string_list_free(&t);
+
+    assert_int_equal(store_list_metric_types(f->s, "nobody", 0, 5000, &t, f->err, sizeof f->err), 0);
+    assert_int_equal(t.n, 0);
+    store_string_list_free(&t);
+
+    /* Deleting a node takes its types with it. */
+    assert_int_equal(store_delete_node(f->s, "n1", NULL, f->err, sizeof f->err), 0);
+    assert_int_equal(store_list_metric_types(f->s, "n1", 0, 5000, &t, f->err, sizeof f->err), 0);
+    assert_int_equal(t.n, 0);
+    store_string_list_free(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -653,6 +843,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(disk_full_reported_and_recovered, setup, teardown),
         cmocka_unit_test_setup_teardown(disk_full_in_a_group_spares_the_others, setup, teardown),
         cmocka_unit_test_setup_teardown(acknowledged_survives_kill9, setup, teardown),
+        cmocka_unit_test_setup_teardown(audit_trail_filters, setup, teardown),
+        cmocka_unit_test_setup_teardown(node_filter_labels_and_paging, setup, teardown),
+        cmocka_unit_test_setup_teardown(metric_types_in_range, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
