@@ -14,6 +14,8 @@ PKGS=(
   libsqlite3-dev sqlite3 libpq-dev postgresql          # manager stores (sqlite3 CLI: test checks)
   uuid-dev libssl-dev openssl                          # node ids, TLS certificates, signatures
   libcmocka-dev                                        # unit tests
+  libsystemd-dev                                       # sd_notify: Type=notify units, watchdog
+  dpkg-dev fakeroot                                    # cpack DEB: dpkg-shlibdeps; test_packaging
   nghttp2-client procps iproute2 curl jq               # h2load benchmark, process tools, HTTP/JSON checks in test scripts
 )
 
