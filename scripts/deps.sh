@@ -15,7 +15,7 @@ PKGS=(
   uuid-dev libssl-dev openssl                          # node ids, TLS certificates, signatures
   libcmocka-dev                                        # unit tests
   libsystemd-dev                                       # sd_notify: Type=notify units, watchdog
-  dpkg-dev fakeroot                                    # cpack DEB: dpkg-shlibdeps; test_packaging
+  dpkg-dev man-db systemd                              # packaging: dpkg-shlibdeps, man --warnings, systemd-analyze
   nghttp2-client procps iproute2 curl jq               # h2load benchmark, process tools, HTTP/JSON checks in test scripts
 )
 

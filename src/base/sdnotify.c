@@ -30,7 +30,13 @@ static int send_msg(const sdn *n, const char *msg)
     /* unset_environment=0: the daemon's agents inherit NOTIFY_SOCKET, but systemd only takes
      * messages from the main pid (NotifyAccess=main), and we send more than once. */
     int r = sd_notify(0, msg);
-    return r < 0 ? -1 : 0;
+    if (r >= 0) return 0;
+    /* Reported here, once for every caller: a lost READY=1 makes systemd time the start out,
+     * a lost WATCHDOG=1 makes it restart us, so the reason must be in the log. */
+    char what[32];
+    snprintf(what, sizeof what, "%.*s", (int)strcspn(msg, "=\n"), msg);
+    log_warn("sdnotify.send_failed", "msg=%s error=\"%s\"", what, strerror(-r));
+    return -1;
 }
 
 static void *watchdog_main(void *arg)
@@ -49,7 +55,7 @@ static void *watchdog_main(void *arg)
         if (n->quit) break;
         pthread_mutex_unlock(&n->mu);
         if (!n->probe || n->probe(n->user) == 0) {
-            if (send_msg(n, "WATCHDOG=1") != 0) log_warn("sdnotify.send_failed", "msg=WATCHDOG error=%s", strerror(errno));
+            (void)send_msg(n, "WATCHDOG=1"); /* logged there; the next ping may get through */
         } else {
             log_warn("sdnotify.watchdog_skipped", "reason=probe_failed");
         }

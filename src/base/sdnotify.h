@@ -5,7 +5,9 @@
  * systemd (no NOTIFY_SOCKET) every call is a cheap no-op that returns 0, so the programs call
  * it unconditionally. The pings come from a thread rather than from main's signal loop because
  * main sleeps in sigwait; the optional probe lets the caller make the pings mean "working",
- * not merely "not crashed": a probe that fails suppresses the ping and systemd restarts us. */
+ * not merely "not crashed": a probe that fails suppresses the ping and systemd restarts us.
+ * A message that cannot be sent is logged here (event sdnotify.send_failed) and returns -1:
+ * the programs log nothing more and carry on, since serving matters more than telling. */
 #ifndef OPS_BASE_SDNOTIFY_H
 #define OPS_BASE_SDNOTIFY_H
 

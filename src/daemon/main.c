@@ -198,8 +198,9 @@ int main(int argc, char **argv)
     }
     log_info("daemon.started", "node=%s grpc=%s http_port=%d agents=%zu manager=%s version=%s", d.node_id, listen,
              hbhttp_port(d.hb), d.cfg->n_agents, d.cfg->manager.address, OPS_VERSION);
-    sdn_ready(d.sd, "supervising agents, reporting to the manager");
-    sdn_status(d.sd, "node %s: %zu agents, manager %s", d.node_id, d.cfg->n_agents, d.cfg->manager.address);
+    char status[400];
+    snprintf(status, sizeof status, "node %s: %zu agents, manager %s", d.node_id, d.cfg->n_agents, d.cfg->manager.address);
+    sdn_ready(d.sd, status); /* a failure is logged there; systemd would time the start out */
 
     for (;;) {
         int sig;
@@ -208,7 +209,8 @@ int main(int argc, char **argv)
             sdn_reloading(d.sd);
             reload(&d);
             link_config_changed(d.link, d.cfg);
-            sdn_ready(d.sd, "supervising agents, reporting to the manager (reloaded)");
+            snprintf(status, sizeof status, "node %s: %zu agents, manager %s", d.node_id, d.cfg->n_agents, d.cfg->manager.address);
+            sdn_ready(d.sd, status);
             continue;
         }
         log_info("daemon.stopping", "node=%s signal=%s stop_agents=%d", d.node_id, sig == SIGTERM ? "TERM" : "INT", stop_agents);
