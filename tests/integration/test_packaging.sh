@@ -16,11 +16,14 @@ done
 # OPS_PKG_BUILD_DIR reuses a build dir configured like this one (quicker reruns).
 B=${OPS_PKG_BUILD_DIR:-$T/build}
 R=$T/root
-cmake -S "$SRC" -B "$B" -DCMAKE_INSTALL_PREFIX=/usr -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$T/cmake.log" 2>&1 ||
+cmake -S "$SRC" -B "$B" -DCMAKE_INSTALL_PREFIX=/usr -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_SKIP_INSTALL_ALL_DEPENDENCY=ON >"$T/cmake.log" 2>&1 ||
   fail "cmake configure (see $T/cmake.log)"
 targets=(ops-manager ops-daemon ops_man)
 grep -q '^opsctl:' <(cmake --build "$B" --target help 2>/dev/null | sed 's/^\.\.\. //; s/ .*//; s/$/:/') && targets+=(opsctl)
 cmake --build "$B" -j"$(nproc)" --target "${targets[@]}" >"$T/build.log" 2>&1 || fail "build (see $T/build.log)"
+# cpack builds its "preinstall" target first: with CMAKE_SKIP_INSTALL_ALL_DEPENDENCY that is
+# not "all" (tests, benchmarks), only what is installed, built just above.
 rm -f "$B"/*.deb
 (cd "$B" && cpack -G DEB >"$T/cpack.log" 2>&1) || fail "cpack (see $T/cpack.log)"
 MGR=$(ls "$B"/ops-manager_*.deb) && DMN=$(ls "$B"/ops-daemon_*.deb) || fail "no .debs in $B"
@@ -143,7 +146,14 @@ pass "${#pages[@]} man pages render with no warnings"
 
 # Every key the programs accept (as --print-config shows them) is in the section-5 page: the
 # page is generated from configs/*.yaml, so compare the keys of both through the generator.
-in_page() { awk -v k="$1" '{ sub(/^ +/, "") } $0 == k { f = 1 } END { exit !f }' "$2"; }
+# in_page KEY PAGE: KEY is a line of its own (a .TP tag or .SS heading) in the rendered PAGE.
+declare -A PAGE_LINES
+in_page() {
+  if [ -z "${PAGE_LINES[$2]+x}" ]; then
+    PAGE_LINES[$2]=$'\n'"$(sed 's/^ *//' "$2")"$'\n'
+  fi
+  [[ "${PAGE_LINES[$2]}" == *$'\n'"$1"$'\n'* ]]
+}
 man_text() { LC_ALL=C.UTF-8 MANWIDTH=200 man -l "$1" 2>/dev/null; }
 keys() { awk -f "$SRC/docs/man/yaml2man.awk" -v keys=1 -v freeform="$2" "$1"; }
 FF="labels agents[].env"
