@@ -34,7 +34,9 @@ pass "cpack made $(basename "$MGR") $(basename "$DMN") ${CTL:+$(basename "$CTL")
 # --- control data ----------------------------------------------------------------------
 for deb in $MGR $DMN $CTL; do
   dep=$(dpkg-deb -f "$deb" Depends)
-  for lib in libc6 libgrpc libprotobuf-c1 libsystemd0; do
+  libs="libc6 libgrpc libprotobuf-c1"
+  [ "$deb" = "$CTL" ] || libs="$libs libsystemd0 libcyaml1"   # sd_notify, the config file
+  for lib in $libs; do
     [[ "$dep" == *"$lib"* ]] || fail "$(basename "$deb"): Depends lacks $lib: $dep"
   done
 done
