@@ -15,6 +15,8 @@ PKGS=(
   uuid-dev libssl-dev openssl                          # node ids, TLS certificates, signatures
   libcurl4-openssl-dev                                 # the daemon downloads update packages (http/https)
   libcmocka-dev                                        # unit tests
+  libsystemd-dev                                       # sd_notify: Type=notify units, watchdog
+  dpkg-dev man-db systemd                              # packaging: dpkg-shlibdeps, man --warnings, systemd-analyze
   nghttp2-client procps iproute2 curl jq               # h2load benchmark, process tools, HTTP/JSON checks in test scripts
   python3 python3-prometheus-client                    # test_prometheus: an independent parser of /metrics
 )

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,7 +17,22 @@ static struct {
     int fd;
     log_level level;
     char path[4096];
-} sink = {PTHREAD_MUTEX_INITIALIZER, STDERR_FILENO, LOGL_INFO, ""};
+    int journal; /* stderr is journald's stream: no timestamp, a <N> priority prefix instead */
+} sink = {PTHREAD_MUTEX_INITIALIZER, STDERR_FILENO, LOGL_INFO, "", 0};
+
+/* systemd sets JOURNAL_STREAM=dev:ino for a service whose stderr goes to the journal. It is
+ * inherited, so it only counts when our stderr is still that very stream (not redirected). */
+static int stderr_is_journal(void)
+{
+    const char *e = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+    if (!e || sscanf(e, "%llu:%llu", &dev, &ino) != 2) return 0;
+    if (fstat(STDERR_FILENO, &st) != 0) return 0;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+int log_to_journal(void) { return sink.journal && sink.fd == STDERR_FILENO; }
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -44,6 +60,7 @@ int log_open(log_level level, const char *path)
 {
     pthread_mutex_lock(&sink.mu);
     sink.level = level;
+    sink.journal = stderr_is_journal();
     int rc = 0;
     if (path && *path && strcmp(path, "stderr") != 0) {
         int fd = open_path(path);
@@ -110,13 +127,21 @@ void log_eventv(log_level level, const char *event, const char *fmt, va_list ap)
 {
     if (level < sink.level) return;
     char line[2048];
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s event=%s ",
+    int n;
+    if (log_to_journal()) {
+        /* journald stamps the time and the unit itself; the <N> prefix (sd-daemon(3)) gives
+         * it the syslog priority, so `journalctl -p warning` works. */
+        static const int prio[] = {7, 6, 4, 3};
+        n = snprintf(line, sizeof line, "<%d>level=%s event=%s ", prio[level], log_level_name(level), event);
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        n = snprintf(line, sizeof line, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s event=%s ",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                      tm.tm_sec, ts.tv_nsec / 1000000, log_level_name(level), event);
+    }
     if (n < 0) return;
     if ((size_t)n < sizeof line) {
         int m = vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);

@@ -1,5 +1,6 @@
 /* log: the process's one log sink. One line per event, key=value, to stderr or a file.
  *
+ * Under systemd with no log file configured, stderr is the journal: see log_to_journal().
  * Owns: the open log file (if any) and the level threshold. The sink is process-wide on
  * purpose, like syslog(3): every part logs, only main.c opens, reopens (SIGHUP) and closes it.
  * Lines are written with one write(2) each, so concurrent threads never interleave. */
@@ -13,6 +14,9 @@ typedef enum { LOGL_DEBUG = 0, LOGL_INFO, LOGL_WARN, LOGL_ERROR } log_level;
 /* Opens the sink: path NULL or "" or "stderr" means standard error. Returns 0, or -1 with
  * errno set when the file cannot be opened (the sink stays on stderr then). */
 int log_open(log_level level, const char *path);
+/* 1 when lines go to systemd's journal (stderr is the stream named by JOURNAL_STREAM, as
+ * checked by log_open): lines then carry a <N> priority prefix and no timestamp. */
+int log_to_journal(void);
 /* Reopens the same file (after logrotate moved it). Returns 0 or -1 with errno. */
 int log_reopen(void);
 void log_close(void);

@@ -12,6 +12,7 @@
 
 #include "base/log.h"
 #include "base/prom.h"
+#include "base/sdnotify.h"
 #include "daemon/dconfig.h"
 #include "daemon/dmetrics.h"
 #include "daemon/dservice.h"
@@ -32,6 +33,7 @@ static const char usage[] =
     "\n"
     "  -c, --config FILE      daemon.yaml to run with (see configs/daemon.yaml)\n"
     "      --check-config FILE  validate FILE, print the problem if any, and exit\n"
+    "      --print-config FILE  print the effective configuration (defaults filled in)\n"
     "      --stop-agents      on SIGTERM stop the agents too (default: leave them running;\n"
     "                         the next ops-daemon re-adopts them)\n"
     "  -h, --help             this text\n"
@@ -52,6 +54,7 @@ struct daemon_state {
     link_t *link;
     dmetrics *metrics;
     prom_http *scrape;
+    sdn *sd;
     char node_id[128];
     updr *updr;
     char reexec_path[4096]; /* set by a daemon self-update: exec it after a clean stop */
@@ -117,16 +120,18 @@ int main(int argc, char **argv)
 {
     struct daemon_state d;
     memset(&d, 0, sizeof d);
-    int check_only = 0, stop_agents = 0;
+    int check_only = 0, stop_agents = 0; /* check_only 2: --print-config */
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"check-config", required_argument, NULL, 'k'},
         {"stop-agents", no_argument, NULL, 's'},  {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0}};
+        {"version", no_argument, NULL, 'V'},      {"print-config", required_argument, NULL, 'p'},
+        {NULL, 0, NULL, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
         switch (ch) {
         case 'c': d.config_path = optarg; break;
         case 'k': d.config_path = optarg; check_only = 1; break;
+        case 'p': d.config_path = optarg; check_only = 2; break;
         case 's': stop_agents = 1; break;
         case 'h': fputs(usage, stdout); return 0;
         case 'V': printf("ops-daemon %s\n", OPS_VERSION); return 0;
@@ -141,6 +146,14 @@ int main(int argc, char **argv)
     if (dconfig_load(d.config_path, &d.cfg, err, sizeof err) != 0) {
         fprintf(stderr, "ops-daemon: %s\n", err);
         return check_only ? 1 : 2; /* --check-config: 1 = the file is not valid */
+    }
+    if (check_only == 2) {
+        char *y = NULL;
+        int prc = dconfig_dump_yaml(d.cfg, &y);
+        if (prc == 0 && y) fputs(y, stdout);
+        free(y);
+        dconfig_free(d.cfg);
+        return prc == 0 && y ? 0 : 1;
     }
     if (check_only) {
         printf("%s: ok (%zu agents)\n", d.config_path, d.cfg->n_agents);
@@ -163,6 +176,11 @@ int main(int argc, char **argv)
     if (log_open(d.cfg->daemon.log_level, d.cfg->daemon.log_file) != 0)
         fprintf(stderr, "ops-daemon: cannot open log file %s: %s (logging to stderr)\n", d.cfg->daemon.log_file, strerror(errno));
     int rc = 1;
+    d.sd = sdn_new(NULL, NULL, err, sizeof err); /* systemd: READY, STATUS, watchdog */
+    if (!d.sd) {
+        log_error("daemon.sdnotify_failed", "error=\"%s\"", err);
+        goto out;
+    }
     if (nodeid_resolve(d.cfg->daemon.id, d.cfg->daemon.work_dir, d.node_id, sizeof d.node_id, err, sizeof err) != 0) {
         log_error("daemon.node_id_failed", "error=\"%s\"", err);
         goto out;
@@ -220,14 +238,20 @@ int main(int argc, char **argv)
     }
     log_info("daemon.started", "node=%s grpc=%s http_port=%d agents=%zu manager=%s version=%s", d.node_id, listen,
              hbhttp_port(d.hb), d.cfg->n_agents, d.cfg->manager.address, OPS_VERSION);
+    char status[400];
+    snprintf(status, sizeof status, "node %s: %zu agents, manager %s", d.node_id, d.cfg->n_agents, d.cfg->manager.address);
+    sdn_ready(d.sd, status); /* a failure is logged there; systemd would time the start out */
 
     for (;;) {
         int sig;
         if (sigwait(&set, &sig) != 0) continue;
         if (sig == SIGHUP) {
+            sdn_reloading(d.sd);
             reload(&d);
             link_config_changed(d.link, d.cfg);
             updr_config_changed(d.updr, d.cfg);
+            snprintf(status, sizeof status, "node %s: %zu agents, manager %s", d.node_id, d.cfg->n_agents, d.cfg->manager.address);
+            sdn_ready(d.sd, status);
             continue;
         }
         if (sig == SIGUSR2) {
@@ -237,6 +261,7 @@ int main(int argc, char **argv)
             break;
         }
         log_info("daemon.stopping", "node=%s signal=%s stop_agents=%d", d.node_id, sig == SIGTERM ? "TERM" : "INT", stop_agents);
+        sdn_stopping(d.sd, stop_agents ? "stopping with its agents" : "stopping; agents keep running");
         break;
     }
     rc = 0;
@@ -249,6 +274,7 @@ out:
     updr_stop(d.updr);
     if (d.hb) hbhttp_stop(d.hb);
     sup_free(d.sup, stop_agents);
+    sdn_free(d.sd);
     if (d.cfg->daemon.pid_file && *d.cfg->daemon.pid_file && rc == 0) unlink(d.cfg->daemon.pid_file);
     log_info("daemon.stopped", "node=%s rc=%d", d.node_id, rc);
     dconfig_free(d.cfg);

@@ -13,6 +13,7 @@
 #include "manager/admin.h"
 #include "manager/auth.h"
 #include "manager/events.h"
+#include "base/sdnotify.h"
 #include "manager/liveness.h"
 #include "manager/mconfig.h"
 #include "manager/mmetrics.h"
@@ -170,6 +171,11 @@ int main(int argc, char **argv)
     auth *tokens = NULL;
     admin *adm = NULL;
     rpc_method *extra = NULL;
+    sdn *sd = sdn_new(NULL, NULL, err, sizeof err); /* systemd: READY, STATUS, watchdog */
+    if (!sd) {
+        log_error("manager.sdnotify_failed", "error=\"%s\"", err);
+        goto out;
+    }
     store_config sc = {.driver = cfg->database.driver, .dsn = cfg->database.dsn};
     st = store_open(&sc, err, sizeof err);
     if (!st) {
@@ -267,6 +273,9 @@ int main(int argc, char **argv)
         log_error("manager.prometheus_failed", "listen=%s error=\"%s\"", cfg->prometheus.listen, err);
     log_info("manager.started", "listen=%s port=%d store=%s dsn=%s offline_after_ms=%lld version=%s", listen, mservice_port(svc),
              store_driver_name(st), cfg->database.dsn, (long long)cfg->node.offline_after_ms, OPS_VERSION);
+    char status[400];
+    snprintf(status, sizeof status, "serving on %s:%d, store %s", cfg->grpc.host, mservice_port(svc), store_driver_name(st));
+    sdn_ready(sd, status);
     for (;;) {
         struct timespec tick = {60, 0};
         int sig = sigtimedwait(&set, NULL, &tick);
@@ -283,9 +292,11 @@ int main(int argc, char **argv)
         if (sig == SIGHUP) {
             if (log_reopen() != 0) log_warn("log.reopen_failed", "file=%s error=%s", cfg->log.file, strerror(errno));
             else log_info("log.reopened", "file=%s", cfg->log.file);
+            sdn_status(sd, "%s (log reopened)", status);
             continue;
         }
         log_info("manager.stopping", "signal=%s", sig == SIGTERM ? "TERM" : "INT");
+        sdn_stopping(sd, "stopping: finishing calls, flushing the store");
         break;
     }
     rc = 0;
@@ -305,6 +316,7 @@ out:
     liveness_free(live); /* flushes last_seen of every node */
     evhub_free(hub);     /* after the last publisher */
     store_close(st);     /* finishes queued writes */
+    sdn_free(sd);
     log_info("manager.stopped", "rc=%d", rc);
     mconfig_free(cfg);
     log_close();
