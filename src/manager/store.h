@@ -13,7 +13,11 @@
  * caller and is freed with the matching *_free function. Functions return 0 on success and -1
  * with a readable reason in err (e.g. "insert metrics: database or disk is full"); a failed
  * write changes nothing and the store stays usable. store_get_node() can also return
- * STORE_NOT_FOUND. All functions are thread-safe. */
+ * STORE_NOT_FOUND. A driver whose database server cannot be reached returns STORE_UNAVAILABLE
+ * (negative, so `< 0` and `!= 0` checks still see a failure) at once instead of waiting: the
+ * write was not done (or, lost during its commit, may have been: every write is safe to
+ * repeat), and the caller answers UNAVAILABLE so that its client retries. All functions are
+ * thread-safe. */
 #ifndef OPS_MANAGER_STORE_H
 #define OPS_MANAGER_STORE_H
 
@@ -22,13 +26,15 @@
 
 typedef struct store store;
 
-enum { STORE_OK = 0, STORE_NOT_FOUND = 1, STORE_ERROR = -1 };
+enum { STORE_OK = 0, STORE_NOT_FOUND = 1, STORE_ERROR = -1, STORE_UNAVAILABLE = -2 };
 
 typedef struct store_config {
     const char *driver;      /* "sqlite" (also when NULL or "") or "postgres" */
-    const char *dsn;         /* sqlite: path of the database file (created if missing) */
+    const char *dsn;         /* sqlite: path of the database file (created if missing);
+                                postgres: a libpq connection string or URI */
     int readers;             /* reader connections; 0 = 4 */
-    uint64_t max_size_bytes; /* 0 = unlimited; past it writes fail as "disk full" would */
+    uint64_t max_size_bytes; /* 0 = unlimited; past it writes fail as "disk full" would
+                                (sqlite only) */
 } store_config;
 
 typedef enum {
@@ -321,5 +327,7 @@ struct store {
 
 /* store_sqlite.c */
 store *store_sqlite_open(const store_config *cfg, char *err, size_t errlen);
+/* store_pg.c */
+store *store_pg_open(const store_config *cfg, char *err, size_t errlen);
 
 #endif
