@@ -73,7 +73,7 @@ static const char *const migrations[] = {
     "CREATE TABLE metric_nodes (id serial PRIMARY KEY, node_id text COLLATE \"C\" NOT NULL UNIQUE);"
     "CREATE TABLE metrics ("
     "  node_ref integer NOT NULL, ts bigint NOT NULL, type text COLLATE \"C\" NOT NULL,"
-    "  vals jsonb NOT NULL, PRIMARY KEY (node_ref, ts, type));"
+    "  vals json NOT NULL, PRIMARY KEY (node_ref, ts, type));"
     "CREATE TABLE audit ("
     "  id bigserial PRIMARY KEY, at bigint NOT NULL,"
     "  actor text COLLATE \"C\" NOT NULL DEFAULT '', role text NOT NULL DEFAULT '',"
@@ -83,12 +83,6 @@ static const char *const migrations[] = {
     "CREATE INDEX audit_by_at ON audit(at);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
-
-/* Per connection: where a batch's reports land before they are moved into metrics. */
-#define TEMP_TABLE_SQL                                                                          \
-    "CREATE TEMP TABLE metrics_in (req integer NOT NULL, node_id text COLLATE \"C\" NOT NULL,"  \
-    " ts bigint NOT NULL, type text COLLATE \"C\" NOT NULL, vals jsonb NOT NULL,"               \
-    " nv integer NOT NULL) ON COMMIT DELETE ROWS"
 
 #define NODE_COLS                                                                             \
     "node_id, hostname, ip, os, arch, labels::text, daemon_version, agent_version,"            \
@@ -142,22 +136,23 @@ static const char *const query_sql[Q_COUNT] = {
         " WHERE node_id = $1 AND removed = 0 AND NOT (agent_id = ANY ($2::text[]))",
     /* NOT EXISTS first: ON CONFLICT alone would burn a sequence value per report. */
     [Q_MNODES_ADD] =
-        "INSERT INTO metric_nodes (node_id) SELECT DISTINCT t.node_id FROM metrics_in t"
-        " WHERE NOT EXISTS (SELECT 1 FROM metric_nodes n WHERE n.node_id = t.node_id)"
+        "INSERT INTO metric_nodes (node_id) SELECT DISTINCT u FROM unnest($1::text[]) u"
+        " WHERE NOT EXISTS (SELECT 1 FROM metric_nodes n WHERE n.node_id = u)"
         " ON CONFLICT DO NOTHING",
     [Q_METRICS_MOVE] =
         "INSERT INTO metrics (node_ref, ts, type, vals)"
-        " SELECT n.id, t.ts, t.type, t.vals FROM metrics_in t"
+        " SELECT n.id, t.ts, t.type, t.vals"
+        " FROM unnest($1::text[], $2::bigint[], $3::text[], $4::json[]) AS t(node_id, ts, type, vals)"
         " JOIN metric_nodes n ON n.node_id = t.node_id ON CONFLICT DO NOTHING",
-    /* Only when some rows were already there: which ones were new, to count per report. */
+    /* Only when some rows were already there: which ones (by position) were new. */
     [Q_METRICS_MOVE_COUNT] =
-        "WITH ins AS (INSERT INTO metrics (node_ref, ts, type, vals)"
-        " SELECT n.id, t.ts, t.type, t.vals FROM metrics_in t"
-        " JOIN metric_nodes n ON n.node_id = t.node_id ON CONFLICT DO NOTHING"
-        " RETURNING node_ref, ts, type)"
-        " SELECT t.req, sum(t.nv) FROM ins JOIN metric_nodes n ON n.id = ins.node_ref"
-        " JOIN metrics_in t ON t.node_id = n.node_id AND t.ts = ins.ts AND t.type = ins.type"
-        " GROUP BY t.req",
+        "WITH t AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::json[])"
+        "   WITH ORDINALITY AS t(node_id, ts, type, vals, o)),"
+        " ins AS (INSERT INTO metrics (node_ref, ts, type, vals)"
+        "   SELECT n.id, t.ts, t.type, t.vals FROM t JOIN metric_nodes n ON n.node_id = t.node_id"
+        "   ON CONFLICT DO NOTHING RETURNING node_ref, ts, type)"
+        " SELECT t.o FROM ins JOIN metric_nodes n ON n.id = ins.node_ref"
+        " JOIN t ON t.node_id = n.node_id AND t.ts = ins.ts AND t.type = ins.type",
     [Q_RET_NEXT_SERIES] = "SELECT id FROM metric_nodes WHERE id > $1 ORDER BY id LIMIT 1",
     [Q_RET_DELETE] =
         "DELETE FROM metrics WHERE ctid = ANY (ARRAY (SELECT ctid FROM metrics"
@@ -183,12 +178,12 @@ static const char *const query_sql[Q_COUNT] = {
         "SELECT node_id, event, at FROM node_events"
         " WHERE node_id = $1 AND at BETWEEN $2 AND $3 ORDER BY at, id",
     [Q_QUERY_METRICS] =
-        "SELECT m.ts, j.key, (j.value #>> '{}')::float8 FROM metrics m, jsonb_each(m.vals) j"
+        "SELECT m.ts, j.key, (j.value #>> '{}')::float8 FROM metrics m, json_each(m.vals) j"
         " WHERE m.node_ref = (SELECT id FROM metric_nodes WHERE node_id = $1)"
         " AND m.type = $2 AND m.ts BETWEEN $3 AND $4"
         " ORDER BY m.ts, j.key COLLATE \"C\" LIMIT $5::bigint",
     [Q_METRIC_STATS] =
-        "SELECT j.key, m.ts, (j.value #>> '{}')::float8 FROM metrics m, jsonb_each(m.vals) j"
+        "SELECT j.key, m.ts, (j.value #>> '{}')::float8 FROM metrics m, json_each(m.vals) j"
         " WHERE m.node_ref = (SELECT id FROM metric_nodes WHERE node_id = $1)"
         " AND m.type = $2 AND m.ts BETWEEN $3 AND $4"
         " ORDER BY j.key COLLATE \"C\", m.ts",
@@ -218,15 +213,21 @@ typedef int (*write_fn)(pgstore *s, void *arg, char *err, size_t errlen);
 
 enum { REQ_PENDING, REQ_IN_TXN, REQ_FINISHED };
 
-/* One report encoded for COPY by its caller: lines "node\tts\ttype\tvals\tnv\n" (without the
- * leading request number the writer adds), with each row's key prefix for de-duplication. */
+/* One report encoded by its caller as elements of PostgreSQL array literals (quoted and
+ * escaped), so that the writer only concatenates them: the node id once, and per row the
+ * timestamp, the type and the values as a JSON object. Spans are offsets into buf. */
+typedef struct span {
+    size_t off, len;
+} span;
+
 typedef struct enc_row {
-    size_t off, klen, len; /* klen: bytes of "node\tts\ttype\t" */
+    span ts, type, vals;
     int nv;
 } enc_row;
 
 typedef struct enc_report {
     char *buf;
+    span node;
     enc_row *rows;
     size_t n_rows;
     size_t inserted; /* out */
@@ -259,7 +260,6 @@ struct pgstore {
     char *dsn;
 
     PGconn *w; /* writer thread only, once started */
-    int tmp_dirty;
 
     pthread_t writer;
     int writer_started;
@@ -379,8 +379,6 @@ static PGconn *pg_connect(const char *dsn, char *err, size_t errlen)
     }
     PQsetNoticeProcessor(c, notice_quiet, NULL);
     if (simple(c, "SET client_encoding = 'UTF8'", "set up connection", err, errlen) != 0) goto fail;
-    /* Every connection gets it (readers too) so that every statement prepares everywhere. */
-    if (simple(c, TEMP_TABLE_SQL, "set up connection", err, errlen) != 0) goto fail;
     return c;
 fail:
     PQfinish(c);
@@ -461,10 +459,59 @@ static uint64_t hash_bytes(const char *p, size_t n)
     return h;
 }
 
-/* Moves the reports reqs[0..n) into metrics in the current transaction (the caller holds a
- * savepoint around it). A row that two reports of the batch share goes to the first; counts
- * per report land in rep->inserted. */
-static int metrics_step(pgstore *s, wreq **reqs, size_t n, char *err, size_t errlen)
+/* Sends [BEGIN,] SAVEPOINT req, Q_MNODES_ADD(pn) and Q_METRICS_MOVE(p) in one pipeline and
+ * reads their results. *moved = rows the last one inserted. The first failure is reported. */
+static int pipeline(PGconn *c, int begin, const char *const *pn, const char *const *p,
+                    long *moved, char *err, size_t errlen)
+{
+    static const char *what = "store metrics";
+    if (PQenterPipelineMode(c) != 1) return pg_fail(c, NULL, what, err, errlen);
+    int sent = 1;
+    if (begin) sent &= PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
+    sent &= PQsendQueryParams(c, "SAVEPOINT req", 0, NULL, NULL, NULL, NULL, 0);
+    sent &= PQsendQueryPrepared(c, query_name[Q_MNODES_ADD], 1, pn, NULL, NULL, 0);
+    sent &= PQsendQueryPrepared(c, query_name[Q_METRICS_MOVE], 4, p, NULL, NULL, 0);
+    sent &= PQpipelineSync(c);
+    if (!sent) {
+        int rc = pg_fail(c, NULL, what, err, errlen);
+        PQexitPipelineMode(c);
+        return rc == 0 ? STORE_UNAVAILABLE : rc;
+    }
+    int rc = 0, nq = begin ? 4 : 3;
+    for (int q = 0; q < nq; q++) {
+        PGresult *r = PQgetResult(c);
+        if (!r) { /* the connection went away mid-pipeline */
+            if (rc == 0) rc = pg_fail(c, NULL, what, err, errlen);
+            if (rc == STORE_ERROR && PQstatus(c) == CONNECTION_BAD) rc = STORE_UNAVAILABLE;
+            PQexitPipelineMode(c);
+            return rc ? rc : STORE_UNAVAILABLE;
+        }
+        ExecStatusType st = PQresultStatus(r);
+        if (rc == 0 && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+            rc = pg_fail(c, st == PGRES_PIPELINE_ABORTED ? NULL : r, what, err, errlen);
+        if (rc == 0 && q == nq - 1) *moved = atol(PQcmdTuples(r));
+        PQclear(r);
+        while ((r = PQgetResult(c))) PQclear(r); /* the NULL that ends this query's results */
+    }
+    PGresult *r = PQgetResult(c); /* PGRES_PIPELINE_SYNC */
+    if (!r || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
+        if (rc == 0) rc = pg_fail(c, r, what, err, errlen);
+        if (rc == STORE_ERROR && PQstatus(c) == CONNECTION_BAD) rc = STORE_UNAVAILABLE;
+    }
+    PQclear(r);
+    if (PQexitPipelineMode(c) != 1 && rc == 0) rc = pg_fail(c, NULL, what, err, errlen);
+    return rc;
+}
+
+static int span_eq(const enc_report *a, span x, const enc_report *b, span y)
+{
+    return x.len == y.len && memcmp(a->buf + x.off, b->buf + y.off, x.len) == 0;
+}
+
+/* Stores the reports reqs[0..n) in the current transaction (the caller holds savepoint "req"
+ * around it) with two statements whatever their number. A row that two reports of the batch
+ * share goes to the first; counts per report land in rep->inserted. */
+static int metrics_step(pgstore *s, wreq **reqs, size_t n, int begin, char *err, size_t errlen)
 {
     static const char *what = "store metrics";
     size_t rows = 0;
@@ -474,145 +521,118 @@ static int metrics_step(pgstore *s, wreq **reqs, size_t n, char *err, size_t err
     }
     size_t cap = 16;
     while (cap < rows * 2) cap *= 2;
-    /* slot = (request index + 1) << 32 | row index; 0 = empty */
-    uint64_t *slots = calloc(cap, sizeof *slots);
-    sbuf b = {0};
+    uint64_t *slots = calloc(cap, sizeof *slots); /* (report + 1) << 32 | row; 0 = empty */
+    uint64_t *kept = calloc(rows ? rows : 1, sizeof *kept); /* array position -> same */
+    sbuf nodes = {0}, a_node = {0}, a_ts = {0}, a_type = {0}, a_vals = {0};
     int rc = STORE_ERROR;
-    size_t kept = 0, kept_values = 0;
-    if (!slots) { snprintf(err, errlen, "%s: out of memory", what); return STORE_ERROR; }
+    size_t nkept = 0;
+    PGresult *r = NULL;
+    if (!slots || !kept) goto oom;
+    sb_put(&nodes, "{", 1);
+    sb_put(&a_node, "{", 1);
+    sb_put(&a_ts, "{", 1);
+    sb_put(&a_type, "{", 1);
+    sb_put(&a_vals, "{", 1);
     for (size_t i = 0; i < n; i++) {
-        enc_report *rep = reqs[i]->rep;
-        char num[24];
-        int nl = snprintf(num, sizeof num, "%zu\t", i);
+        const enc_report *rep = reqs[i]->rep;
+        if (i) sb_put(&nodes, ",", 1);
+        sb_put(&nodes, rep->buf + rep->node.off, rep->node.len);
         for (size_t j = 0; j < rep->n_rows; j++) {
             const enc_row *row = &rep->rows[j];
-            const char *k = rep->buf + row->off;
-            size_t h = (size_t)hash_bytes(k, row->klen) & (cap - 1), dup = 0;
-            for (; slots[h]; h = (h + 1) & (cap - 1)) {
-                const enc_report *o = reqs[(slots[h] >> 32) - 1]->rep;
-                const enc_row *or = &o->rows[slots[h] & 0xffffffffu];
-                if (or->klen == row->klen && memcmp(o->buf + or->off, k, row->klen) == 0) {
+            uint64_t h = hash_bytes(rep->buf + rep->node.off, rep->node.len);
+            h ^= hash_bytes(rep->buf + row->ts.off, row->ts.len) * 31;
+            h ^= hash_bytes(rep->buf + row->type.off, row->type.len) * 17;
+            size_t k = (size_t)h & (cap - 1);
+            int dup = 0;
+            for (; slots[k]; k = (k + 1) & (cap - 1)) {
+                const enc_report *o = reqs[(slots[k] >> 32) - 1]->rep;
+                const enc_row *orow = &o->rows[slots[k] & 0xffffffffu];
+                if (span_eq(rep, row->ts, o, orow->ts) && span_eq(rep, row->type, o, orow->type) &&
+                    span_eq(rep, rep->node, o, o->node)) {
                     dup = 1;
                     break;
                 }
             }
             if (dup) continue;
-            slots[h] = ((uint64_t)(i + 1) << 32) | j;
-            sb_put(&b, num, (size_t)nl);
-            sb_put(&b, k, row->len);
-            kept++;
-            kept_values += (size_t)row->nv;
+            slots[k] = kept[nkept] = ((uint64_t)(i + 1) << 32) | j;
+            const char *sep = nkept++ ? "," : "";
+            sb_str(&a_node, sep);
+            sb_put(&a_node, rep->buf + rep->node.off, rep->node.len);
+            sb_str(&a_ts, sep);
+            sb_put(&a_ts, rep->buf + row->ts.off, row->ts.len);
+            sb_str(&a_type, sep);
+            sb_put(&a_type, rep->buf + row->type.off, row->type.len);
+            sb_str(&a_vals, sep);
+            sb_put(&a_vals, rep->buf + row->vals.off, row->vals.len);
         }
     }
-    free(slots);
-    if (b.oom) { snprintf(err, errlen, "%s: out of memory", what); goto out; }
-    if (!kept) { rc = 0; goto out; }
-    if (s->tmp_dirty &&
-        (rc = simple(s->w, "DELETE FROM metrics_in", what, err, errlen)) != 0)
-        goto out;
-    rc = STORE_ERROR;
-    PGresult *r = PQexec(s->w, "COPY metrics_in (req, node_id, ts, type, vals, nv) FROM STDIN");
-    if (!r || PQresultStatus(r) != PGRES_COPY_IN) {
-        rc = pg_fail(s->w, r, what, err, errlen);
-        PQclear(r);
-        goto out;
-    }
-    PQclear(r);
-    s->tmp_dirty = 1;
-    if (PQputCopyData(s->w, b.p, (int)b.len) != 1 || PQputCopyEnd(s->w, NULL) != 1) {
-        rc = pg_fail(s->w, NULL, what, err, errlen);
-        /* drain whatever the server says */
-        while ((r = PQgetResult(s->w))) PQclear(r);
-        goto out;
-    }
-    int ok = 1;
-    while ((r = PQgetResult(s->w))) {
-        if (ok && PQresultStatus(r) != PGRES_COMMAND_OK) {
-            rc = pg_fail(s->w, r, what, err, errlen);
-            ok = 0;
-        }
-        PQclear(r);
-    }
-    if (!ok) goto out;
-    if ((rc = q_exec(s->w, Q_MNODES_ADD, 0, NULL, what, NULL, err, errlen)) != 0) goto out;
+    sb_put(&nodes, "}", 1);
+    sb_put(&a_node, "}", 1);
+    sb_put(&a_ts, "}", 1);
+    sb_put(&a_type, "}", 1);
+    sb_put(&a_vals, "}", 1);
+    if (nodes.oom || a_node.oom || a_ts.oom || a_type.oom || a_vals.oom) goto oom;
+    const char *pn[1] = {nodes.p};
+    const char *p[4] = {a_node.p, a_ts.p, a_type.p, a_vals.p};
     long moved = 0;
-    if ((rc = q_exec(s->w, Q_METRICS_MOVE, 0, NULL, what, &moved, err, errlen)) != 0) goto out;
-    if ((size_t)moved == kept) {
-        /* the usual case: every row was new, so each report's count is what it sent */
-        for (size_t i = 0; i < n; i++) {
-            enc_report *rep = reqs[i]->rep;
-            for (size_t j = 0; j < rep->n_rows; j++) rep->inserted += (size_t)rep->rows[j].nv;
-        }
-        /* rows it shared with an earlier report of the batch were not its own */
-        if (kept_values != 0) {
-            size_t total = 0;
-            for (size_t i = 0; i < n; i++) total += reqs[i]->rep->inserted;
-            if (total != kept_values) goto recount;
-        }
+    /* One round trip for [BEGIN,] SAVEPOINT, the node ids and the rows: on a busy machine
+     * each wait for the server costs more than the work. */
+    if ((rc = pipeline(s->w, begin, pn, p, &moved, err, errlen)) != 0) goto out;
+    if ((size_t)moved == nkept) { /* the usual case: every row was new */
+        for (size_t x = 0; x < nkept; x++)
+            reqs[(kept[x] >> 32) - 1]->rep->inserted +=
+                (size_t)reqs[(kept[x] >> 32) - 1]->rep->rows[kept[x] & 0xffffffffu].nv;
         rc = 0;
         goto out;
     }
-recount:
-    /* Some rows were there already (a retried report): undo the move and redo it counting. */
-    if ((rc = simple(s->w, "ROLLBACK TO SAVEPOINT req; SAVEPOINT req", what, err, errlen)) != 0)
-        goto out;
-    s->tmp_dirty = 0; /* the COPY was undone with it */
-    for (size_t i = 0; i < n; i++) reqs[i]->rep->inserted = 0;
-    r = PQexec(s->w, "COPY metrics_in (req, node_id, ts, type, vals, nv) FROM STDIN");
-    if (!r || PQresultStatus(r) != PGRES_COPY_IN) {
-        rc = pg_fail(s->w, r, what, err, errlen);
-        PQclear(r);
-        goto out;
-    }
-    PQclear(r);
-    s->tmp_dirty = 1;
-    if (PQputCopyData(s->w, b.p, (int)b.len) != 1 || PQputCopyEnd(s->w, NULL) != 1) {
-        rc = pg_fail(s->w, NULL, what, err, errlen);
-        while ((r = PQgetResult(s->w))) PQclear(r);
-        goto out;
-    }
-    ok = 1;
-    while ((r = PQgetResult(s->w))) {
-        if (ok && PQresultStatus(r) != PGRES_COMMAND_OK) {
-            rc = pg_fail(s->w, r, what, err, errlen);
-            ok = 0;
-        }
-        PQclear(r);
-    }
-    if (!ok) goto out;
-    if ((rc = q_exec(s->w, Q_MNODES_ADD, 0, NULL, what, NULL, err, errlen)) != 0) goto out;
-    r = PQexecPrepared(s->w, query_name[Q_METRICS_MOVE_COUNT], 0, NULL, NULL, NULL, 0);
+    /* Some were there already (a retried report): undo, and redo it learning which were new. */
+    if ((rc = simple(s->w, "ROLLBACK TO SAVEPOINT req", what, err, errlen)) != 0) goto out;
+    if ((rc = q_exec(s->w, Q_MNODES_ADD, 1, pn, what, NULL, err, errlen)) != 0) goto out;
+    r = PQexecPrepared(s->w, query_name[Q_METRICS_MOVE_COUNT], 4, p, NULL, NULL, 0);
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
         rc = pg_fail(s->w, r, what, err, errlen);
-        PQclear(r);
         goto out;
     }
-    for (int i = 0; i < PQntuples(r); i++) {
-        size_t idx = (size_t)strtoull(PQgetvalue(r, i, 0), NULL, 10);
-        if (idx < n) reqs[idx]->rep->inserted = (size_t)strtoull(PQgetvalue(r, i, 1), NULL, 10);
+    for (int t = 0; t < PQntuples(r); t++) {
+        size_t o = (size_t)strtoull(PQgetvalue(r, t, 0), NULL, 10);
+        if (o < 1 || o > nkept) continue;
+        enc_report *rep = reqs[(kept[o - 1] >> 32) - 1]->rep;
+        rep->inserted += (size_t)rep->rows[kept[o - 1] & 0xffffffffu].nv;
     }
-    PQclear(r);
     rc = 0;
+    goto out;
+oom:
+    snprintf(err, errlen, "%s: out of memory", what);
+    rc = STORE_ERROR;
 out:
-    free(b.p);
+    PQclear(r);
+    free(slots);
+    free(kept);
+    free(nodes.p); free(a_node.p); free(a_ts.p); free(a_type.p); free(a_vals.p);
     return rc;
 }
 
 /* Runs one request in its savepoint. 0, STORE_ERROR (rolled back to the savepoint, the
  * transaction goes on) or STORE_UNAVAILABLE (connection gone). */
-static int run_one(pgstore *s, wreq **reqs, size_t n, char *err, size_t errlen)
+static int run_one(pgstore *s, wreq **reqs, size_t n, int begin, int release, char *err,
+                   size_t errlen)
 {
-    int rc = simple(s->w, "SAVEPOINT req", "savepoint", err, errlen);
-    if (rc == 0) rc = reqs[0]->rep ? metrics_step(s, reqs, n, err, errlen)
-                                   : reqs[0]->fn(s, reqs[0]->arg, err, errlen);
-    if (rc == 0) rc = simple(s->w, "RELEASE SAVEPOINT req", "release savepoint", err, errlen);
+    int rc;
+    if (reqs[0]->rep) {
+        rc = metrics_step(s, reqs, n, begin, err, errlen); /* opens the savepoint itself */
+    } else {
+        rc = simple(s->w, begin ? "BEGIN; SAVEPOINT req" : "SAVEPOINT req", "savepoint", err,
+                    errlen);
+        if (rc == 0) rc = reqs[0]->fn(s, reqs[0]->arg, err, errlen);
+    }
+    if (rc == 0 && release)
+        rc = simple(s->w, "RELEASE SAVEPOINT req", "release savepoint", err, errlen);
     if (rc == 0) return 0;
     if (rc == STORE_UNAVAILABLE || conn_lost(s->w, NULL)) return STORE_UNAVAILABLE;
     char ignored[256];
     if (simple(s->w, "ROLLBACK TO SAVEPOINT req; RELEASE SAVEPOINT req", "rollback to savepoint",
                ignored, sizeof ignored) != 0)
         return STORE_UNAVAILABLE;
-    s->tmp_dirty = 0;
     return STORE_ERROR;
 }
 
@@ -621,7 +641,6 @@ static int writer_reconnect(pgstore *s, char *err, size_t errlen)
 {
     PQfinish(s->w);
     s->w = pg_connect_ready(s->dsn, err, errlen);
-    s->tmp_dirty = 0;
     return s->w ? 0 : -1;
 }
 
@@ -653,27 +672,30 @@ static void run_batch(pgstore *s, wreq *batch)
             snprintf(msg, sizeof msg, "database unavailable: not connected");
             goto lost;
         }
-        if (simple(s->w, "BEGIN", "begin transaction", msg, sizeof msg) != 0) goto lost_or_fail;
-        s->tmp_dirty = 0;
+        /* BEGIN goes out with the first request's SAVEPOINT: one round trip fewer. */
+        int begin = 1;
         nrep = 0;
         for (wreq *r = batch; r; r = r->next) {
             if (r->state != REQ_PENDING) continue;
             if (r->rep) { reps[nrep++] = r; continue; }
-            int rc = run_one(s, &r, 1, r->err, r->errlen);
+            int rc = run_one(s, &r, 1, begin, 1, r->err, r->errlen);
+            begin = 0;
             if (rc == STORE_UNAVAILABLE) { snprintf(msg, sizeof msg, "%s", r->err); goto lost; }
             if (rc == 0) { r->state = REQ_IN_TXN; continue; }
             r->rc = rc;
             r->state = REQ_FINISHED;
         }
         if (nrep) {
-            int rc = run_one(s, reps, nrep, msg, sizeof msg);
+            /* The last step before COMMIT, which releases its savepoint. */
+            int rc = run_one(s, reps, nrep, begin, 0, msg, sizeof msg);
+            begin = 0;
             if (rc == STORE_UNAVAILABLE) goto lost;
             if (rc == 0) {
                 for (size_t i = 0; i < nrep; i++) reps[i]->state = REQ_IN_TXN;
             } else {
                 for (size_t i = 0; i < nrep; i++) {
                     wreq *r = reps[i];
-                    rc = run_one(s, &r, 1, r->err, r->errlen);
+                    rc = run_one(s, &r, 1, 0, 1, r->err, r->errlen);
                     if (rc == STORE_UNAVAILABLE) { snprintf(msg, sizeof msg, "%s", r->err); goto lost; }
                     if (rc == 0) { r->state = REQ_IN_TXN; continue; }
                     r->rc = rc;
@@ -681,6 +703,7 @@ static void run_batch(pgstore *s, wreq *batch)
                 }
             }
         }
+        if (begin) break; /* nothing was pending (cannot happen: a batch is never empty) */
         if (simple(s->w, "COMMIT", "commit", msg, sizeof msg) != 0) {
             /* Lost during COMMIT: it may or may not have happened. The callers hear
              * "unavailable" and retry; every write here is safe to repeat. */
@@ -701,11 +724,6 @@ static void run_batch(pgstore *s, wreq *batch)
             r->state = REQ_FINISHED;
         }
         break;
-    lost_or_fail:
-        if (!conn_lost(s->w, NULL)) {
-            fail_pending(batch, STORE_ERROR, msg);
-            break;
-        }
     lost:
         /* Nothing of this transaction was committed: run it again on a new connection, once. */
         for (wreq *r = batch; r; r = r->next)
@@ -1140,35 +1158,36 @@ static int pg_sync_agents(store *st, const char *node_id, const store_agent_in *
     return rc;
 }
 
-/* COPY text format: backslash, tab, newline and carriage return are escaped. */
-static void sb_copy_text(sbuf *b, const char *s)
-{
-    const char *run = s;
-    for (const char *p = s;; p++) {
-        char c = *p;
-        if (c && c != '\\' && c != '\t' && c != '\n' && c != '\r') continue;
-        sb_put(b, run, (size_t)(p - run));
-        if (!c) break;
-        sb_put(b, c == '\\' ? "\\\\" : c == '\t' ? "\\t" : c == '\n' ? "\\n" : "\\r", 2);
-        run = p + 1;
-    }
-}
-
-/* A JSON string inside a COPY field: JSON's backslashes are doubled for COPY; JSON escapes
- * control characters itself, so no raw tab or newline remains. */
-static void sb_json_string(sbuf *b, const char *s)
+/* An element of an array literal: in double quotes, with " and \ escaped. */
+static void sb_arr_str(sbuf *b, const char *s)
 {
     sb_put(b, "\"", 1);
+    const char *run = s;
+    for (const char *p = s;; p++) {
+        if (*p && *p != '"' && *p != '\\') continue;
+        sb_put(b, run, (size_t)(p - run));
+        if (!*p) break;
+        sb_put(b, "\\", 1);
+        run = p;
+    }
+    sb_put(b, "\"", 1);
+}
+
+/* A JSON string inside an array element: JSON's own escapes, then the element's (every " and
+ * \ of the JSON gets a backslash). */
+static void sb_json_string(sbuf *b, const char *s)
+{
+    sb_put(b, "\\\"", 2);
     for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
         char esc[12];
-        if (*c == '"') sb_put(b, "\\\\\"", 3);
+        if (*c == '"') sb_put(b, "\\\\\\\"", 4);
         else if (*c == '\\') sb_put(b, "\\\\\\\\", 4);
         else if (*c < 0x20) {
             snprintf(esc, sizeof esc, "\\\\u%04x", *c);
             sb_put(b, esc, 7);
         } else sb_put(b, (const char *)c, 1);
     }
-    sb_put(b, "\"", 1);
+    sb_put(b, "\\\"", 2);
 }
 
 /* The shortest of %.15g..%.17g that reads back as exactly v. */
@@ -1177,7 +1196,7 @@ static void sb_double(sbuf *b, double v)
     char num[40];
     /* jsonb numbers are numeric, which has no negative zero: -0 goes in as the string "-0",
      * which the reads' (value #>> '{}')::float8 turns back into -0.0. */
-    if (v == 0 && signbit(v)) { sb_put(b, "\"-0\"", 4); return; }
+    if (v == 0 && signbit(v)) { sb_put(b, "\\\"-0\\\"", 6); return; }
     for (int prec = 15; prec <= 17; prec++) {
         snprintf(num, sizeof num, "%.*g", prec, v);
         if (strtod(num, NULL) == v) break;
@@ -1185,37 +1204,40 @@ static void sb_double(sbuf *b, double v)
     sb_str(b, num);
 }
 
-/* Encodes a report as COPY lines on the caller's thread. Values that are not finite have no
- * JSON form (nor meaning as a measurement) and are skipped, as SQLite's driver does. */
+/* Encodes a report on the caller's thread. Values that are not finite have no JSON form (nor
+ * meaning as a measurement) and are skipped, as SQLite's driver does. */
 static int encode_report(const char *node_id, const store_metric_in *m, size_t n,
                          enc_report *rep)
 {
     sbuf b = {0};
     rep->rows = calloc(n ? n : 1, sizeof *rep->rows);
     if (!rep->rows) return -1;
+    sb_arr_str(&b, node_id);
+    rep->node = (span){0, b.len};
     for (size_t i = 0; i < n && !b.oom; i++) {
         size_t start = b.len;
-        sb_copy_text(&b, node_id);
+        enc_row row = {0};
         char num[32];
-        snprintf(num, sizeof num, "\t%" PRId64 "\t", m[i].ts);
-        sb_str(&b, num);
-        sb_copy_text(&b, nz(m[i].type));
-        sb_put(&b, "\t", 1);
-        size_t klen = b.len - start;
-        int cnt = 0;
-        sb_put(&b, "{", 1);
+        int nl = snprintf(num, sizeof num, "%" PRId64, m[i].ts);
+        row.ts = (span){b.len, (size_t)nl};
+        sb_put(&b, num, (size_t)nl);
+        size_t t0 = b.len;
+        sb_arr_str(&b, nz(m[i].type));
+        row.type = (span){t0, b.len - t0};
+        size_t v0 = b.len;
+        sb_put(&b, "\"{", 2);
         for (size_t j = 0; j < m[i].n_values; j++) {
             double v = m[i].values[j].value;
             if (!isfinite(v)) continue;
-            if (cnt++) sb_put(&b, ",", 1);
+            if (row.nv++) sb_put(&b, ",", 1);
             sb_json_string(&b, nz(m[i].values[j].key));
             sb_put(&b, ":", 1);
             sb_double(&b, v);
         }
-        snprintf(num, sizeof num, "}\t%d\n", cnt);
-        sb_str(&b, num);
-        if (!cnt) { b.len = start; continue; }
-        rep->rows[rep->n_rows++] = (enc_row){start, klen, b.len - start, cnt};
+        sb_put(&b, "}\"", 2);
+        row.vals = (span){v0, b.len - v0};
+        if (!row.nv) { b.len = start; continue; }
+        rep->rows[rep->n_rows++] = row;
     }
     if (b.oom) { free(b.p); free(rep->rows); rep->rows = NULL; return -1; }
     rep->buf = b.p;

@@ -2,7 +2,8 @@
 # and runs it on a unix socket in that dir plus a free loopback port; pg_stop stops it and
 # removes the dir. Uses Debian's postgresql 15 binaries. initdb refuses to run as root, so as
 # root (CI) the server runs as the package's `postgres` user. fsync is off: test data need not
-# survive a power cut, and it makes the suite fast.
+# survive a power cut, and it makes the suite fast (PG_FSYNC=on before pg_start keeps it, for
+# benchmarks).
 #
 # After pg_start: PG_DIR, PG_PORT, PG_SOCK (socket dir), PG_DSN (a libpq connection string),
 # pg_psql ARGS... runs psql on it, pg_restart restarts the server (-m fast).
@@ -10,6 +11,12 @@ PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 
 pg__as() { # run a command as the server's user
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg__opts() {
+  local o="-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$PG_SOCK -c max_connections=200"
+  [ "${PG_FSYNC:-off}" = off ] && o="$o -c fsync=off -c full_page_writes=off"
+  echo "$o"
 }
 
 pg_start() {
@@ -28,8 +35,7 @@ pg_start() {
     > "$PG_DIR/initdb.log" 2>&1 || { cat "$PG_DIR/initdb.log"; return 1; }
   PG_SOCK=$PG_DIR
   pg__as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 30 \
-    -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$PG_SOCK -c fsync=off -c full_page_writes=off -c max_connections=200" \
-    start > /dev/null || { cat "$PG_DIR/server.log"; return 1; }
+    -o "$(pg__opts)" start > /dev/null || { cat "$PG_DIR/server.log"; return 1; }
   PG_DSN="host=$PG_SOCK port=$PG_PORT user=ops dbname=postgres"
   export PG_DIR PG_PORT PG_SOCK PG_DSN
 }
@@ -38,8 +44,7 @@ pg_psql() { psql -X -q -At -v ON_ERROR_STOP=1 "$PG_DSN" "$@"; }
 
 pg_restart() {
   pg__as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w -t 30 restart \
-    -o "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$PG_SOCK -c fsync=off -c full_page_writes=off -c max_connections=200" \
-    -l "$PG_DIR/server.log" > /dev/null
+    -o "$(pg__opts)" -l "$PG_DIR/server.log" > /dev/null
 }
 
 pg_stop() {
