@@ -1,8 +1,11 @@
 /* store_pg: the store on PostgreSQL through libpq, shaped like store_sqlite.
  *
- * One writer connection, used only by the writer thread: callers queue a request and sleep
- * until the writer has committed it. The writer drains the whole queue into one transaction,
- * each request in its own savepoint, so one request's failure stays its own. Metric reports
+ * Writer threads with a connection each: callers queue a request and sleep until a writer has
+ * committed it. A writer drains the whole queue into one transaction, each request in its own
+ * savepoint, so one request's failure stays its own. Writer 0 runs every kind of request in
+ * queue order; a second writer takes metric reports only, so that one group is on its way
+ * while the other waits for its COMMIT (the server's round trips and WAL flush, not its CPU,
+ * are what one writer waits on). Metric reports
  * are the exception that makes ingest fast: all the reports of a batch are encoded by their
  * callers as COPY text, sent in one COPY into a temporary table and moved into `metrics` by one
  * INSERT ... SELECT ... ON CONFLICT DO NOTHING (idempotent: a retried report is skipped); only
@@ -38,6 +41,7 @@
 #include <time.h>
 
 #define DEFAULT_READERS 4
+#define WRITERS 2
 #define DEFAULT_RETENTION_BATCH 5000
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
@@ -134,11 +138,13 @@ static const char *const query_sql[Q_COUNT] = {
     [Q_AGENT_REMOVE_MISSING] =
         "UPDATE agents SET status = 'removed', removed = 1, updated_at = $3"
         " WHERE node_id = $1 AND removed = 0 AND NOT (agent_id = ANY ($2::text[]))",
-    /* NOT EXISTS first: ON CONFLICT alone would burn a sequence value per report. */
+    /* NOT EXISTS first: ON CONFLICT alone would burn a sequence value per report. Sorted, so
+     * that two writers adding the same new nodes wait for each other in one order, never in a
+     * cycle. */
     [Q_MNODES_ADD] =
         "INSERT INTO metric_nodes (node_id) SELECT DISTINCT u FROM unnest($1::text[]) u"
         " WHERE NOT EXISTS (SELECT 1 FROM metric_nodes n WHERE n.node_id = u)"
-        " ON CONFLICT DO NOTHING",
+        " ORDER BY u ON CONFLICT DO NOTHING",
     [Q_METRICS_MOVE] =
         "INSERT INTO metrics (node_ref, ts, type, vals)"
         " SELECT n.id, t.ts, t.type, t.vals"
@@ -209,7 +215,7 @@ static const char *const query_name[Q_COUNT] = {
 /* ---- the handle --------------------------------------------------------------------------- */
 
 typedef struct pgstore pgstore;
-typedef int (*write_fn)(pgstore *s, void *arg, char *err, size_t errlen);
+typedef int (*write_fn)(PGconn *w, void *arg, char *err, size_t errlen);
 
 enum { REQ_PENDING, REQ_IN_TXN, REQ_FINISHED };
 
@@ -249,6 +255,17 @@ typedef struct wreq {
     void (*cb)(struct wreq *r);
 } wreq;
 
+/* A writer thread and its connection. Writer 0 runs every kind of request; the others take
+ * metric reports only, so that while one group waits for its COMMIT the next one is already
+ * on its way (ordering between reports does not matter: they are idempotent). */
+typedef struct writer {
+    pgstore *s;
+    int idx;
+    PGconn *c;
+    pthread_t th;
+    int started;
+} writer;
+
 typedef struct reader {
     PGconn *c;
     int64_t retry_at_ms; /* when c is NULL: no reconnect before this */
@@ -259,13 +276,12 @@ struct pgstore {
     store base;
     char *dsn;
 
-    PGconn *w; /* writer thread only, once started */
+    writer wr[WRITERS];
 
-    pthread_t writer;
-    int writer_started;
     pthread_mutex_t mu;
     pthread_cond_t work_cv;
-    wreq *head, *tail;
+    wreq *head, *tail;   /* everything but metric reports: writer 0 only */
+    wreq *mhead, *mtail; /* metric reports: any writer */
     int stopping;
     int down;           /* under mu: calls fail fast while the writer reconnects */
     char down_err[512]; /* under mu */
@@ -511,7 +527,7 @@ static int span_eq(const enc_report *a, span x, const enc_report *b, span y)
 /* Stores the reports reqs[0..n) in the current transaction (the caller holds savepoint "req"
  * around it) with two statements whatever their number. A row that two reports of the batch
  * share goes to the first; counts per report land in rep->inserted. */
-static int metrics_step(pgstore *s, wreq **reqs, size_t n, int begin, char *err, size_t errlen)
+static int metrics_step(PGconn *w, wreq **reqs, size_t n, int begin, char *err, size_t errlen)
 {
     static const char *what = "store metrics";
     size_t rows = 0;
@@ -577,7 +593,7 @@ static int metrics_step(pgstore *s, wreq **reqs, size_t n, int begin, char *err,
     long moved = 0;
     /* One round trip for [BEGIN,] SAVEPOINT, the node ids and the rows: on a busy machine
      * each wait for the server costs more than the work. */
-    if ((rc = pipeline(s->w, begin, pn, p, &moved, err, errlen)) != 0) goto out;
+    if ((rc = pipeline(w, begin, pn, p, &moved, err, errlen)) != 0) goto out;
     if ((size_t)moved == nkept) { /* the usual case: every row was new */
         for (size_t x = 0; x < nkept; x++)
             reqs[(kept[x] >> 32) - 1]->rep->inserted +=
@@ -586,11 +602,11 @@ static int metrics_step(pgstore *s, wreq **reqs, size_t n, int begin, char *err,
         goto out;
     }
     /* Some were there already (a retried report): undo, and redo it learning which were new. */
-    if ((rc = simple(s->w, "ROLLBACK TO SAVEPOINT req", what, err, errlen)) != 0) goto out;
-    if ((rc = q_exec(s->w, Q_MNODES_ADD, 1, pn, what, NULL, err, errlen)) != 0) goto out;
-    r = PQexecPrepared(s->w, query_name[Q_METRICS_MOVE_COUNT], 4, p, NULL, NULL, 0);
+    if ((rc = simple(w, "ROLLBACK TO SAVEPOINT req", what, err, errlen)) != 0) goto out;
+    if ((rc = q_exec(w, Q_MNODES_ADD, 1, pn, what, NULL, err, errlen)) != 0) goto out;
+    r = PQexecPrepared(w, query_name[Q_METRICS_MOVE_COUNT], 4, p, NULL, NULL, 0);
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = pg_fail(s->w, r, what, err, errlen);
+        rc = pg_fail(w, r, what, err, errlen);
         goto out;
     }
     for (int t = 0; t < PQntuples(r); t++) {
@@ -614,34 +630,34 @@ out:
 
 /* Runs one request in its savepoint. 0, STORE_ERROR (rolled back to the savepoint, the
  * transaction goes on) or STORE_UNAVAILABLE (connection gone). */
-static int run_one(pgstore *s, wreq **reqs, size_t n, int begin, int release, char *err,
+static int run_one(PGconn *w, wreq **reqs, size_t n, int begin, int release, char *err,
                    size_t errlen)
 {
     int rc;
     if (reqs[0]->rep) {
-        rc = metrics_step(s, reqs, n, begin, err, errlen); /* opens the savepoint itself */
+        rc = metrics_step(w, reqs, n, begin, err, errlen); /* opens the savepoint itself */
     } else {
-        rc = simple(s->w, begin ? "BEGIN; SAVEPOINT req" : "SAVEPOINT req", "savepoint", err,
+        rc = simple(w, begin ? "BEGIN; SAVEPOINT req" : "SAVEPOINT req", "savepoint", err,
                     errlen);
-        if (rc == 0) rc = reqs[0]->fn(s, reqs[0]->arg, err, errlen);
+        if (rc == 0) rc = reqs[0]->fn(w, reqs[0]->arg, err, errlen);
     }
     if (rc == 0 && release)
-        rc = simple(s->w, "RELEASE SAVEPOINT req", "release savepoint", err, errlen);
+        rc = simple(w, "RELEASE SAVEPOINT req", "release savepoint", err, errlen);
     if (rc == 0) return 0;
-    if (rc == STORE_UNAVAILABLE || conn_lost(s->w, NULL)) return STORE_UNAVAILABLE;
+    if (rc == STORE_UNAVAILABLE || conn_lost(w, NULL)) return STORE_UNAVAILABLE;
     char ignored[256];
-    if (simple(s->w, "ROLLBACK TO SAVEPOINT req; RELEASE SAVEPOINT req", "rollback to savepoint",
+    if (simple(w, "ROLLBACK TO SAVEPOINT req; RELEASE SAVEPOINT req", "rollback to savepoint",
                ignored, sizeof ignored) != 0)
         return STORE_UNAVAILABLE;
     return STORE_ERROR;
 }
 
 /* Replaces the writer's connection. 0 or -1 with err. */
-static int writer_reconnect(pgstore *s, char *err, size_t errlen)
+static int writer_reconnect(writer *wr, char *err, size_t errlen)
 {
-    PQfinish(s->w);
-    s->w = pg_connect_ready(s->dsn, err, errlen);
-    return s->w ? 0 : -1;
+    PQfinish(wr->c);
+    wr->c = pg_connect_ready(wr->s->dsn, err, errlen);
+    return wr->c ? 0 : -1;
 }
 
 static void set_down(pgstore *s, const char *why)
@@ -655,8 +671,9 @@ static void set_down(pgstore *s, const char *why)
 
 /* Runs a batch in one transaction: the generic requests in queue order, then all metric
  * reports together (each alone if together they fail). */
-static void run_batch(pgstore *s, wreq *batch)
+static void run_batch(writer *wr, wreq *batch)
 {
+    pgstore *s = wr->s;
     char msg[512];
     size_t nrep = 0;
     for (wreq *r = batch; r; r = r->next)
@@ -668,7 +685,7 @@ static void run_batch(pgstore *s, wreq *batch)
     }
     int retried = 0;
     for (;;) {
-        if (!s->w) {
+        if (!wr->c) {
             snprintf(msg, sizeof msg, "database unavailable: not connected");
             goto lost;
         }
@@ -678,7 +695,7 @@ static void run_batch(pgstore *s, wreq *batch)
         for (wreq *r = batch; r; r = r->next) {
             if (r->state != REQ_PENDING) continue;
             if (r->rep) { reps[nrep++] = r; continue; }
-            int rc = run_one(s, &r, 1, begin, 1, r->err, r->errlen);
+            int rc = run_one(wr->c, &r, 1, begin, 1, r->err, r->errlen);
             begin = 0;
             if (rc == STORE_UNAVAILABLE) { snprintf(msg, sizeof msg, "%s", r->err); goto lost; }
             if (rc == 0) { r->state = REQ_IN_TXN; continue; }
@@ -687,7 +704,7 @@ static void run_batch(pgstore *s, wreq *batch)
         }
         if (nrep) {
             /* The last step before COMMIT, which releases its savepoint. */
-            int rc = run_one(s, reps, nrep, begin, 0, msg, sizeof msg);
+            int rc = run_one(wr->c, reps, nrep, begin, 0, msg, sizeof msg);
             begin = 0;
             if (rc == STORE_UNAVAILABLE) goto lost;
             if (rc == 0) {
@@ -695,7 +712,7 @@ static void run_batch(pgstore *s, wreq *batch)
             } else {
                 for (size_t i = 0; i < nrep; i++) {
                     wreq *r = reps[i];
-                    rc = run_one(s, &r, 1, 0, 1, r->err, r->errlen);
+                    rc = run_one(wr->c, &r, 1, 0, 1, r->err, r->errlen);
                     if (rc == STORE_UNAVAILABLE) { snprintf(msg, sizeof msg, "%s", r->err); goto lost; }
                     if (rc == 0) { r->state = REQ_IN_TXN; continue; }
                     r->rc = rc;
@@ -704,13 +721,13 @@ static void run_batch(pgstore *s, wreq *batch)
             }
         }
         if (begin) break; /* nothing was pending (cannot happen: a batch is never empty) */
-        if (simple(s->w, "COMMIT", "commit", msg, sizeof msg) != 0) {
+        if (simple(wr->c, "COMMIT", "commit", msg, sizeof msg) != 0) {
             /* Lost during COMMIT: it may or may not have happened. The callers hear
              * "unavailable" and retry; every write here is safe to repeat. */
-            int lost = conn_lost(s->w, NULL);
+            int lost = conn_lost(wr->c, NULL);
             if (!lost) {
                 char ignored[128];
-                simple(s->w, "ROLLBACK", "rollback", ignored, sizeof ignored);
+                simple(wr->c, "ROLLBACK", "rollback", ignored, sizeof ignored);
             }
             for (wreq *r = batch; r; r = r->next)
                 if (r->state == REQ_IN_TXN) r->state = REQ_PENDING;
@@ -731,7 +748,7 @@ static void run_batch(pgstore *s, wreq *batch)
         if (!retried) {
             retried = 1;
             char cerr[256];
-            if (writer_reconnect(s, cerr, sizeof cerr) == 0) {
+            if (writer_reconnect(wr, cerr, sizeof cerr) == 0) {
                 log_info("store.reconnected", "driver=postgres after=\"%s\"", msg);
                 continue;
             }
@@ -745,24 +762,25 @@ static void run_batch(pgstore *s, wreq *batch)
 
 static void *writer_main(void *arg)
 {
-    pgstore *s = arg;
+    writer *wr = arg;
+    pgstore *s = wr->s;
     int backoff = BACKOFF_MIN_MS;
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        if (s->down && !s->stopping) {
-            /* Wait out the backoff (a close cuts it short), then try the server again. */
+        if (wr->idx == 0 && s->down && !s->stopping) {
+            /* Wait out the backoff (a close cuts it short), then try the server again. The
+             * other writers find out about their own connections when they next use them. */
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_sec += backoff / 1000;
             until.tv_nsec += (long)(backoff % 1000) * 1000000L;
             if (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
-            while (!s->stopping && !s->head &&
+            while (!s->stopping && !s->head && !s->mhead &&
                    pthread_cond_timedwait(&s->work_cv, &s->mu, &until) != ETIMEDOUT) {}
-            if (s->stopping) { /* fall through to drain */ }
-            else if (!s->head) {
+            if (!s->stopping && !s->head && !s->mhead) {
                 pthread_mutex_unlock(&s->mu);
                 char cerr[256];
-                int ok = writer_reconnect(s, cerr, sizeof cerr) == 0;
+                int ok = writer_reconnect(wr, cerr, sizeof cerr) == 0;
                 pthread_mutex_lock(&s->mu);
                 if (ok) {
                     s->down = 0;
@@ -775,17 +793,26 @@ static void *writer_main(void *arg)
                 continue;
             }
         }
-        while (!s->head && !s->stopping) pthread_cond_wait(&s->work_cv, &s->mu);
-        if (!s->head) break; /* stopping and drained */
-        wreq *batch = s->head;
+        while (!s->mhead && !(wr->idx == 0 && s->head) && !s->stopping)
+            pthread_cond_wait(&s->work_cv, &s->mu);
+        if (!s->mhead && !(wr->idx == 0 && s->head)) break; /* stopping and drained */
+        /* Writer 0: the other requests first (in queue order), then the reports. */
+        wreq *batch = NULL;
+        if (wr->idx == 0 && s->head) {
+            batch = s->head;
+            s->tail->next = s->mhead;
+        } else {
+            batch = s->mhead;
+        }
         s->head = s->tail = NULL;
+        s->mhead = s->mtail = NULL;
         int down = s->down;
         char why[512];
         snprintf(why, sizeof why, "%s", s->down_err);
         pthread_mutex_unlock(&s->mu);
 
         if (down) fail_pending(batch, STORE_UNAVAILABLE, why); /* queued just before the loss */
-        else run_batch(s, batch);
+        else run_batch(wr, batch);
 
         wreq **link = &batch;
         while (*link) {
@@ -821,10 +848,11 @@ static int enqueue(pgstore *s, wreq *r)
         return STORE_UNAVAILABLE;
     }
     r->next = NULL;
-    if (s->tail) s->tail->next = r;
-    else s->head = r;
-    s->tail = r;
-    pthread_cond_signal(&s->work_cv);
+    wreq **head = r->rep ? &s->mhead : &s->head, **tail = r->rep ? &s->mtail : &s->tail;
+    if (*tail) (*tail)->next = r;
+    else *head = r;
+    *tail = r;
+    pthread_cond_broadcast(&s->work_cv); /* a report may go to any writer, the rest to 0 */
     return 0;
 }
 
@@ -876,7 +904,7 @@ struct node_args {
     int64_t now;
 };
 
-static int w_upsert_node(pgstore *s, void *arg, char *err, size_t errlen)
+static int w_upsert_node(PGconn *w, void *arg, char *err, size_t errlen)
 {
     struct node_args *a = arg;
     const store_node_in *n = a->n;
@@ -885,7 +913,7 @@ static int w_upsert_node(pgstore *s, void *arg, char *err, size_t errlen)
     const char *p[10] = {n->node_id, nz(n->hostname), nz(n->ip), nz(n->os), nz(n->arch),
                          a->labels_json, nz(n->daemon_version), nz(n->agent_version),
                          nz(n->daemon_address), now};
-    int rc = q_exec(s->w, Q_NODE_UPSERT, 10, p, "register node", NULL, err, errlen);
+    int rc = q_exec(w, Q_NODE_UPSERT, 10, p, "register node", NULL, err, errlen);
     if (rc != 0) return rc;
     char ids[512];
     sbuf b = {0};
@@ -895,7 +923,7 @@ static int w_upsert_node(pgstore *s, void *arg, char *err, size_t errlen)
     if (b.oom) { snprintf(err, errlen, "register node: out of memory"); return STORE_ERROR; }
     snprintf(ids, sizeof ids, "{%s}", now);
     const char *pe[3] = {b.p, "{registered}", ids};
-    rc = q_exec(s->w, Q_EVENTS_ADD, 3, pe, "record node event", NULL, err, errlen);
+    rc = q_exec(w, Q_EVENTS_ADD, 3, pe, "record node event", NULL, err, errlen);
     free(b.p);
     return rc;
 }
@@ -906,14 +934,14 @@ struct placeholder_args {
     int created;
 };
 
-static int w_placeholder(pgstore *s, void *arg, char *err, size_t errlen)
+static int w_placeholder(PGconn *w, void *arg, char *err, size_t errlen)
 {
     struct placeholder_args *a = arg;
     char now[24];
     i64s(now, sizeof now, a->now);
     const char *p[2] = {a->node_id, now};
     long changed = 0;
-    int rc = q_exec(s->w, Q_NODE_PLACEHOLDER, 2, p, "add placeholder node", &changed, err, errlen);
+    int rc = q_exec(w, Q_NODE_PLACEHOLDER, 2, p, "add placeholder node", &changed, err, errlen);
     a->created = rc == 0 && changed > 0;
     return rc;
 }
@@ -926,10 +954,10 @@ struct array_args {
     int n;
 };
 
-static int w_arrays(pgstore *s, void *arg, char *err, size_t errlen)
+static int w_arrays(PGconn *w, void *arg, char *err, size_t errlen)
 {
     struct array_args *a = arg;
-    return q_exec(s->w, a->q, a->n, a->p, a->what, NULL, err, errlen);
+    return q_exec(w, a->q, a->n, a->p, a->what, NULL, err, errlen);
 }
 
 struct agents_args {
@@ -940,7 +968,7 @@ struct agents_args {
     const char *ids;
 };
 
-static int w_sync_agents(pgstore *s, void *arg, char *err, size_t errlen)
+static int w_sync_agents(PGconn *w, void *arg, char *err, size_t errlen)
 {
     struct agents_args *a = arg;
     char now[24], pid[16], hb[24];
@@ -951,11 +979,11 @@ static int w_sync_agents(pgstore *s, void *arg, char *err, size_t errlen)
         i64s(hb, sizeof hb, g->last_heartbeat);
         const char *p[8] = {a->node_id, g->agent_id, nz(g->type), nz(g->version), nz(g->status),
                             pid, hb, now};
-        int rc = q_exec(s->w, Q_AGENT_UPSERT, 8, p, "store agent state", NULL, err, errlen);
+        int rc = q_exec(w, Q_AGENT_UPSERT, 8, p, "store agent state", NULL, err, errlen);
         if (rc != 0) return rc;
     }
     const char *p[3] = {a->node_id, a->ids, now};
-    return q_exec(s->w, Q_AGENT_REMOVE_MISSING, 3, p, "mark removed agents", NULL, err, errlen);
+    return q_exec(w, Q_AGENT_REMOVE_MISSING, 3, p, "mark removed agents", NULL, err, errlen);
 }
 
 struct retention_args {
@@ -963,7 +991,7 @@ struct retention_args {
     int finished;
 };
 
-static int w_retention(pgstore *s, void *arg, char *err, size_t errlen)
+static int w_retention(PGconn *w, void *arg, char *err, size_t errlen)
 {
     static const char *what = "delete old metrics";
     struct retention_args *a = arg;
@@ -974,9 +1002,9 @@ static int w_retention(pgstore *s, void *arg, char *err, size_t errlen)
     while (got < a->limit) {
         i64s(cur, sizeof cur, cursor);
         const char *p1[1] = {cur};
-        PGresult *r = PQexecPrepared(s->w, query_name[Q_RET_NEXT_SERIES], 1, p1, NULL, NULL, 0);
+        PGresult *r = PQexecPrepared(w, query_name[Q_RET_NEXT_SERIES], 1, p1, NULL, NULL, 0);
         if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
-            int rc = pg_fail(s->w, r, what, err, errlen);
+            int rc = pg_fail(w, r, what, err, errlen);
             PQclear(r);
             return rc;
         }
@@ -987,7 +1015,7 @@ static int w_retention(pgstore *s, void *arg, char *err, size_t errlen)
         i64s(room, sizeof room, a->limit - got);
         const char *p[3] = {cur, before, room};
         long changed = 0;
-        int rc = q_exec(s->w, Q_RET_DELETE, 3, p, what, &changed, err, errlen);
+        int rc = q_exec(w, Q_RET_DELETE, 3, p, what, &changed, err, errlen);
         if (rc != 0) return rc;
         got += changed;
         /* A series that filled the batch may have more: the next batch starts with it again. */
@@ -1003,7 +1031,7 @@ struct delete_node_args {
     int found;
 };
 
-static int w_delete_node(pgstore *s, void *arg, char *err, size_t errlen)
+static int w_delete_node(PGconn *w, void *arg, char *err, size_t errlen)
 {
     struct delete_node_args *a = arg;
     static const int steps[] = {Q_DEL_POINTS, Q_DEL_SERIES, Q_DEL_AGENTS, Q_DEL_EVENTS,
@@ -1011,21 +1039,21 @@ static int w_delete_node(pgstore *s, void *arg, char *err, size_t errlen)
     const char *p[1] = {a->node_id};
     long changed = 0;
     for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
-        int rc = q_exec(s->w, steps[i], 1, p, "delete node", &changed, err, errlen);
+        int rc = q_exec(w, steps[i], 1, p, "delete node", &changed, err, errlen);
         if (rc != 0) return rc;
     }
     a->found = changed > 0;
     return 0;
 }
 
-static int w_audit(pgstore *s, void *arg, char *err, size_t errlen)
+static int w_audit(PGconn *w, void *arg, char *err, size_t errlen)
 {
     const store_audit_in *a = arg;
     char at[24];
     i64s(at, sizeof at, a->at);
     const char *p[8] = {at, nz(a->actor), nz(a->role), nz(a->method), nz(a->target),
                         nz(a->result), nz(a->detail), nz(a->peer)};
-    return q_exec(s->w, Q_AUDIT_ADD, 8, p, "record audit", NULL, err, errlen);
+    return q_exec(w, Q_AUDIT_ADD, 8, p, "record audit", NULL, err, errlen);
 }
 
 /* ---- write API ---------------------------------------------------------------------------- */
@@ -1765,17 +1793,16 @@ fail:
 static void pg_close(store *st)
 {
     pgstore *s = impl(st);
-    if (s->writer_started) {
-        pthread_mutex_lock(&s->mu);
-        s->stopping = 1;
-        pthread_cond_signal(&s->work_cv);
-        pthread_mutex_unlock(&s->mu);
-        pthread_join(s->writer, NULL);
-    }
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    pthread_cond_broadcast(&s->work_cv);
+    pthread_mutex_unlock(&s->mu);
+    for (int i = 0; i < WRITERS; i++)
+        if (s->wr[i].started) pthread_join(s->wr[i].th, NULL);
     for (int i = 0; i < s->n_readers; i++) PQfinish(s->rd[i].c);
     free(s->rd);
     free(s->free_readers);
-    PQfinish(s->w);
+    for (int i = 0; i < WRITERS; i++) PQfinish(s->wr[i].c);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->work_cv);
     pthread_mutex_destroy(&s->rmu);
@@ -1801,11 +1828,14 @@ store *store_pg_open(const store_config *cfg, char *err, size_t errlen)
     pthread_cond_init(&s->rcv, NULL);
     s->dsn = strdup(cfg->dsn);
     if (!s->dsn) { snprintf(err, errlen, "out of memory"); goto fail; }
-    s->w = pg_connect(s->dsn, err, errlen);
-    if (!s->w) goto fail;
-    if (migrate(s->w, err, errlen) < 0) goto fail;
+    for (int i = 0; i < WRITERS; i++) s->wr[i] = (writer){.s = s, .idx = i};
+    s->wr[0].c = pg_connect(s->dsn, err, errlen);
+    if (!s->wr[0].c) goto fail;
+    if (migrate(s->wr[0].c, err, errlen) < 0) goto fail;
     /* The statements are prepared after the migration: they name its tables. */
-    if (pg_prepare_all(s->w, err, errlen) != 0) goto fail;
+    if (pg_prepare_all(s->wr[0].c, err, errlen) != 0) goto fail;
+    for (int i = 1; i < WRITERS; i++)
+        if (!(s->wr[i].c = pg_connect_ready(s->dsn, err, errlen))) goto fail;
 
     int n = cfg->readers > 0 ? cfg->readers : DEFAULT_READERS;
     s->rd = calloc((size_t)n, sizeof *s->rd);
@@ -1817,12 +1847,14 @@ store *store_pg_open(const store_config *cfg, char *err, size_t errlen)
         if (!s->rd[i].c) goto fail;
         s->free_readers[s->n_free++] = i;
     }
-    int perr = pthread_create(&s->writer, NULL, writer_main, s);
-    if (perr != 0) {
-        snprintf(err, errlen, "cannot start the store writer thread: %s", strerror(perr));
-        goto fail;
+    for (int i = 0; i < WRITERS; i++) {
+        int perr = pthread_create(&s->wr[i].th, NULL, writer_main, &s->wr[i]);
+        if (perr != 0) {
+            snprintf(err, errlen, "cannot start a store writer thread: %s", strerror(perr));
+            goto fail;
+        }
+        s->wr[i].started = 1;
     }
-    s->writer_started = 1;
     return &s->base;
 fail:
     pg_close(&s->base);
