@@ -41,7 +41,7 @@
 #include <time.h>
 
 #define DEFAULT_READERS 4
-#define WRITERS 2
+#define WRITERS 4
 #define DEFAULT_RETENTION_BATCH 5000
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
@@ -401,27 +401,45 @@ fail:
     return NULL;
 }
 
-/* Prepares every statement (after migration: they name the tables). */
-static int pg_prepare_all(PGconn *c, char *err, size_t errlen)
+/* What a connection prepares, by role: statements [from, to). */
+enum { ROLE_WRITER, ROLE_METRICS_WRITER, ROLE_READER };
+
+/* Prepares the role's statements (after the migration: they name its tables), all in one
+ * pipeline: a round trip each would make opening the store slow on a busy machine. */
+static int pg_prepare_all(PGconn *c, int role, char *err, size_t errlen)
 {
-    for (int i = 0; i < Q_COUNT; i++) {
-        PGresult *r = PQprepare(c, query_name[i], query_sql[i], 0, NULL);
-        if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+    int from = role == ROLE_READER ? Q_LIST_NODES : role == ROLE_METRICS_WRITER ? Q_MNODES_ADD : 0;
+    int to = role == ROLE_READER ? Q_COUNT : role == ROLE_METRICS_WRITER ? Q_METRICS_MOVE_COUNT + 1
+                                                                         : Q_LIST_NODES;
+    if (PQenterPipelineMode(c) != 1) return pg_fail(c, NULL, "prepare statements", err, errlen);
+    int sent = 1;
+    for (int i = from; i < to; i++) sent &= PQsendPrepare(c, query_name[i], query_sql[i], 0, NULL);
+    sent &= PQpipelineSync(c);
+    int rc = sent ? 0 : pg_fail(c, NULL, "prepare statements", err, errlen);
+    for (int i = from; sent && i < to; i++) {
+        PGresult *r = PQgetResult(c);
+        if (!r) {
+            if (rc == 0) rc = pg_fail(c, NULL, "prepare statements", err, errlen);
+            break;
+        }
+        if (rc == 0 && PQresultStatus(r) != PGRES_COMMAND_OK) {
             char what[64];
             snprintf(what, sizeof what, "prepare %s", query_name[i]);
-            int rc = pg_fail(c, r, what, err, errlen);
-            PQclear(r);
-            return rc;
+            rc = pg_fail(c, r, what, err, errlen);
         }
         PQclear(r);
+        while ((r = PQgetResult(c))) PQclear(r);
     }
-    return 0;
+    PGresult *r = sent ? PQgetResult(c) : NULL; /* PGRES_PIPELINE_SYNC */
+    PQclear(r);
+    if (PQexitPipelineMode(c) != 1 && rc == 0) rc = pg_fail(c, NULL, "prepare statements", err, errlen);
+    return rc ? (rc == STORE_ERROR && PQstatus(c) == CONNECTION_BAD ? STORE_UNAVAILABLE : rc) : 0;
 }
 
-static PGconn *pg_connect_ready(const char *dsn, char *err, size_t errlen)
+static PGconn *pg_connect_ready(const char *dsn, int role, char *err, size_t errlen)
 {
     PGconn *c = pg_connect(dsn, err, errlen);
-    if (c && pg_prepare_all(c, err, errlen) != 0) {
+    if (c && pg_prepare_all(c, role, err, errlen) != 0) {
         PQfinish(c);
         c = NULL;
     }
@@ -656,7 +674,7 @@ static int run_one(PGconn *w, wreq **reqs, size_t n, int begin, int release, cha
 static int writer_reconnect(writer *wr, char *err, size_t errlen)
 {
     PQfinish(wr->c);
-    wr->c = pg_connect_ready(wr->s->dsn, err, errlen);
+    wr->c = pg_connect_ready(wr->s->dsn, wr->idx ? ROLE_METRICS_WRITER : ROLE_WRITER, err, errlen);
     return wr->c ? 0 : -1;
 }
 
@@ -1401,7 +1419,7 @@ static int rd_query(pgstore *s, int q, int n, const char *const *params, const c
             rc = STORE_UNAVAILABLE;
         } else {
             char cerr[256];
-            rd->c = pg_connect_ready(s->dsn, cerr, sizeof cerr);
+            rd->c = pg_connect_ready(s->dsn, ROLE_READER, cerr, sizeof cerr);
             if (!rd->c) {
                 rd->backoff_ms = rd->backoff_ms ? rd->backoff_ms * 2 : BACKOFF_MIN_MS;
                 if (rd->backoff_ms > BACKOFF_MAX_MS) rd->backoff_ms = BACKOFF_MAX_MS;
@@ -1428,7 +1446,7 @@ static int rd_query(pgstore *s, int q, int n, const char *const *params, const c
         rd->c = NULL;
         if (attempt > 0) break;
         char cerr[256];
-        rd->c = pg_connect_ready(s->dsn, cerr, sizeof cerr);
+        rd->c = pg_connect_ready(s->dsn, ROLE_READER, cerr, sizeof cerr);
         if (!rd->c) {
             rd->backoff_ms = BACKOFF_MIN_MS;
             rd->retry_at_ms = mono_ms() + rd->backoff_ms;
@@ -1833,16 +1851,16 @@ store *store_pg_open(const store_config *cfg, char *err, size_t errlen)
     if (!s->wr[0].c) goto fail;
     if (migrate(s->wr[0].c, err, errlen) < 0) goto fail;
     /* The statements are prepared after the migration: they name its tables. */
-    if (pg_prepare_all(s->wr[0].c, err, errlen) != 0) goto fail;
+    if (pg_prepare_all(s->wr[0].c, ROLE_WRITER, err, errlen) != 0) goto fail;
     for (int i = 1; i < WRITERS; i++)
-        if (!(s->wr[i].c = pg_connect_ready(s->dsn, err, errlen))) goto fail;
+        if (!(s->wr[i].c = pg_connect_ready(s->dsn, ROLE_METRICS_WRITER, err, errlen))) goto fail;
 
     int n = cfg->readers > 0 ? cfg->readers : DEFAULT_READERS;
     s->rd = calloc((size_t)n, sizeof *s->rd);
     s->free_readers = calloc((size_t)n, sizeof *s->free_readers);
     if (!s->rd || !s->free_readers) { snprintf(err, errlen, "out of memory"); goto fail; }
     for (int i = 0; i < n; i++) {
-        s->rd[i].c = pg_connect_ready(s->dsn, err, errlen);
+        s->rd[i].c = pg_connect_ready(s->dsn, ROLE_READER, err, errlen);
         s->n_readers++;
         if (!s->rd[i].c) goto fail;
         s->free_readers[s->n_free++] = i;
