@@ -2,7 +2,7 @@
  * their metrics -- behind one interface that SQLite implements now and PostgreSQL later. No
  * database type or SQL appears here; each driver keeps its SQL to itself.
  *
- * Owns: the database connections, the single writer thread and its queue. Every write is handed
+ * Owns: the database connections, the writer thread(s) and the queue. Every write is handed
  * to the writer and the caller blocks until that write is committed (or gets its error): the
  * writer takes everything queued and commits it in one transaction (group commit), each request
  * isolated by a savepoint so one failing request does not fail its neighbours. Reads run on a
