@@ -1,22 +1,24 @@
 /* store_pg: the store on PostgreSQL through libpq, shaped like store_sqlite.
  *
  * Writer threads with a connection each: callers queue a request and sleep until a writer has
- * committed it. A writer drains the whole queue into one transaction, each request in its own
+ * committed it. A writer drains the queue into one transaction, each request in its own
  * savepoint, so one request's failure stays its own. Writer 0 runs every kind of request in
- * queue order; a second writer takes metric reports only, so that one group is on its way
- * while the other waits for its COMMIT (the server's round trips and WAL flush, not its CPU,
- * are what one writer waits on). Metric reports
- * are the exception that makes ingest fast: all the reports of a batch are encoded by their
- * callers as COPY text, sent in one COPY into a temporary table and moved into `metrics` by one
- * INSERT ... SELECT ... ON CONFLICT DO NOTHING (idempotent: a retried report is skipped); only
- * if that fails is each report retried alone in its own savepoint. A request is answered only
- * after COMMIT returned, so an acknowledged write is on the server.
+ * queue order; WRITERS - 1 more take metric reports only, so that while one group waits for
+ * its COMMIT the next is already on its way (round trips and the WAL flush, not the server's
+ * CPU, are what a single writer waits on). A request is answered only after COMMIT returned,
+ * so an acknowledged write is on the server.
  *
- * Metrics are laid out as in SQLite: one row per (node, ts, type) with the values as a jsonb
- * object, node ids interned in metric_nodes.
+ * Metric reports, the bulk of the traffic: each caller encodes its report as elements of
+ * PostgreSQL array literals; the writer concatenates a group's and sends, in one pipeline,
+ * BEGIN, SAVEPOINT, the insert of unseen node ids and one
+ * INSERT ... SELECT FROM unnest(arrays) ... ON CONFLICT DO NOTHING (idempotent: a retried
+ * report is skipped); only if that fails is each report retried alone in its own savepoint.
+ * Metrics are laid out as in SQLite: one row per (node, ts, type) with the values as a json
+ * object, node ids interned in metric_nodes (joined in SQL, never cached, so that several
+ * managers may share the database).
  *
  * The server going away: a batch that loses its connection before COMMIT is re-run once on a
- * fresh connection (its transaction was rolled back, and every write here is safe to repeat);
+ * fresh connection (its transaction was rolled back, so running it again is exact);
  * if that fails, or the connection was lost during COMMIT (outcome unknown), its requests
  * fail with STORE_UNAVAILABLE -- never silently dropped. The store is then "down": every call
  * fails at once with STORE_UNAVAILABLE while the writer reconnects with backoff (100 ms doubling
@@ -24,8 +26,8 @@
  * writer); a reader whose connection died reconnects on its next use, at most once per backoff.
  *
  * Schema migrations run in one transaction under a transaction-scoped advisory lock, so two
- * managers starting at once on one database migrate it once. Every statement is prepared on
- * each connection when it is made. */
+ * managers starting at once on one database migrate it once. Each connection prepares the
+ * statements of its role when it is made. */
 #include "base/log.h"
 #include "manager/store.h"
 
