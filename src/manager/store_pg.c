@@ -935,14 +935,18 @@ static int w_upsert_node(PGconn *w, void *arg, char *err, size_t errlen)
                          nz(n->daemon_address), now};
     int rc = q_exec(w, Q_NODE_UPSERT, 10, p, "register node", NULL, err, errlen);
     if (rc != 0) return rc;
-    char ids[512];
+    char ats[32];
     sbuf b = {0};
     sb_put(&b, "{", 1);
     sb_text_array_item(&b, n->node_id, 1);
     sb_put(&b, "}", 1);
-    if (b.oom) { snprintf(err, errlen, "register node: out of memory"); return STORE_ERROR; }
-    snprintf(ids, sizeof ids, "{%s}", now);
-    const char *pe[3] = {b.p, "{registered}", ids};
+    if (b.oom) {
+        free(b.p);
+        snprintf(err, errlen, "register node: out of memory");
+        return STORE_ERROR;
+    }
+    snprintf(ats, sizeof ats, "{%s}", now);
+    const char *pe[3] = {b.p, "{registered}", ats};
     rc = q_exec(w, Q_EVENTS_ADD, 3, pe, "record node event", NULL, err, errlen);
     free(b.p);
     return rc;
