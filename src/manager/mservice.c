@@ -54,6 +54,13 @@ static int utf8_ok(const char *s)
 
 static int64_t now_ms(mservice *m) { return liveness_now(m->live); }
 
+/* The database server is unreachable: a status the client retries on, not a business "no". */
+static int store_unavailable(rpc_ctx *c, const char *err)
+{
+    log_warn("store.call_unavailable", "method=%s error=\"%s\" trace_id=%s", rpc_ctx_method(c), err, rpc_ctx_trace_id(c));
+    return rpc_ctx_errorf(c, RPC_UNAVAILABLE, "%s", err);
+}
+
 static int register_node(rpc_ctx *c, const void *reqv, void *respv, void *user)
 {
     mservice *m = user;
@@ -86,7 +93,9 @@ static int register_node(rpc_ctx *c, const void *reqv, void *respv, void *user)
                        .agent_version = req->agent_version, .daemon_address = req->daemon_address};
     char err[512];
     int64_t now = now_ms(m);
-    if (store_upsert_node(m->st, &n, now / 1000, err, sizeof err) != 0) {
+    int src = store_upsert_node(m->st, &n, now / 1000, err, sizeof err);
+    if (src == STORE_UNAVAILABLE) return store_unavailable(c, err);
+    if (src != 0) {
         log_error("node.register_failed", "node=%s error=\"%s\" trace_id=%s", req->node_id, err, rpc_ctx_trace_id(c));
         resp->success = 0;
         resp->message = rpc_ctx_sprintf(c, "cannot store the node: %s", err);
@@ -124,7 +133,9 @@ static int heartbeat(rpc_ctx *c, const void *reqv, void *respv, void *user)
     CHECK_UTF8(c, "node_id", req->node_id);
     char err[512];
     int created = 0;
-    if (store_upsert_placeholder(m->st, req->node_id, now / 1000, &created, err, sizeof err) != 0) {
+    int src = store_upsert_placeholder(m->st, req->node_id, now / 1000, &created, err, sizeof err);
+    if (src == STORE_UNAVAILABLE) return store_unavailable(c, err);
+    if (src != 0) {
         resp->success = 0;
         resp->message = rpc_ctx_sprintf(c, "cannot store the node: %s", err);
         return RPC_OK;
@@ -150,6 +161,10 @@ static void report_committed(void *user, int rc, const char *err, size_t inserte
 {
     struct report_done *rd = user;
     rpc_ctx *c = rd->c;
+    if (rc == STORE_UNAVAILABLE) {
+        rpc_ctx_complete(c, store_unavailable(c, err));
+        return;
+    }
     if (rc != 0) {
         log_error("metrics.store_failed", "node=%s values=%zu error=\"%s\" trace_id=%s", rd->node_id, rd->values, err,
                   rpc_ctx_trace_id(c));
@@ -261,8 +276,10 @@ static int sync_agents(rpc_ctx *c, const void *reqv, void *respv, void *user)
     /* What the store had, to publish only what this sync changes. */
     store_agent_list before = {0};
     int have_before = m->hub && store_list_agents(m->st, req->node_id, 0, &before, err, sizeof err) == 0;
-    if (store_sync_agents(m->st, req->node_id, a, req->n_states, now_ms(m) / 1000, err, sizeof err) != 0) {
-        store_agent_list_free(&before);
+    int src = store_sync_agents(m->st, req->node_id, a, req->n_states, now_ms(m) / 1000, err, sizeof err);
+    if (src != 0) store_agent_list_free(&before);
+    if (src == STORE_UNAVAILABLE) return store_unavailable(c, err);
+    if (src != 0) {
         log_error("agents.sync_failed", "node=%s error=\"%s\" trace_id=%s", req->node_id, err, rpc_ctx_trace_id(c));
         resp->success = 0;
         resp->message = rpc_ctx_sprintf(c, "cannot store the agent states: %s", err);

@@ -15,10 +15,7 @@ store *store_open(const store_config *cfg, char *err, size_t errlen)
 {
     const char *d = cfg->driver;
     if (!d || !*d || strcmp(d, "sqlite") == 0) return store_sqlite_open(cfg, err, errlen);
-    if (strcmp(d, "postgres") == 0) {
-        snprintf(err, errlen, "database driver 'postgres' is not built into this version yet");
-        return NULL;
-    }
+    if (strcmp(d, "postgres") == 0) return store_pg_open(cfg, err, errlen);
     snprintf(err, errlen, "unknown database driver '%s' (expected sqlite or postgres)", d);
     return NULL;
 }

@@ -2,7 +2,7 @@
  * their metrics -- behind one interface that SQLite implements now and PostgreSQL later. No
  * database type or SQL appears here; each driver keeps its SQL to itself.
  *
- * Owns: the database connections, the single writer thread and its queue. Every write is handed
+ * Owns: the database connections, the writer thread(s) and the queue. Every write is handed
  * to the writer and the caller blocks until that write is committed (or gets its error): the
  * writer takes everything queued and commits it in one transaction (group commit), each request
  * isolated by a savepoint so one failing request does not fail its neighbours. Reads run on a
@@ -13,7 +13,11 @@
  * caller and is freed with the matching *_free function. Functions return 0 on success and -1
  * with a readable reason in err (e.g. "insert metrics: database or disk is full"); a failed
  * write changes nothing and the store stays usable. store_get_node() can also return
- * STORE_NOT_FOUND. All functions are thread-safe. */
+ * STORE_NOT_FOUND. A driver whose database server cannot be reached returns STORE_UNAVAILABLE
+ * (negative, so `< 0` and `!= 0` checks still see a failure) at once instead of waiting: the
+ * write was not done (or, lost during its commit, may have been: every write is safe to
+ * repeat), and the caller answers UNAVAILABLE so that its client retries. All functions are
+ * thread-safe. */
 #ifndef OPS_MANAGER_STORE_H
 #define OPS_MANAGER_STORE_H
 
@@ -24,13 +28,15 @@
 
 typedef struct store store;
 
-enum { STORE_OK = 0, STORE_NOT_FOUND = 1, STORE_ERROR = -1 };
+enum { STORE_OK = 0, STORE_NOT_FOUND = 1, STORE_ERROR = -1, STORE_UNAVAILABLE = -2 };
 
 typedef struct store_config {
     const char *driver;      /* "sqlite" (also when NULL or "") or "postgres" */
-    const char *dsn;         /* sqlite: path of the database file (created if missing) */
+    const char *dsn;         /* sqlite: path of the database file (created if missing);
+                                postgres: a libpq connection string or URI */
     int readers;             /* reader connections; 0 = 4 */
-    uint64_t max_size_bytes; /* 0 = unlimited; past it writes fail as "disk full" would */
+    uint64_t max_size_bytes; /* 0 = unlimited; past it writes fail as "disk full" would
+                                (sqlite only) */
 } store_config;
 
 typedef enum {
@@ -409,5 +415,7 @@ struct store {
 
 /* store_sqlite.c */
 store *store_sqlite_open(const store_config *cfg, char *err, size_t errlen);
+/* store_pg.c */
+store *store_pg_open(const store_config *cfg, char *err, size_t errlen);
 
 #endif

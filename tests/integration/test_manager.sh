@@ -2,16 +2,27 @@
 # ops-manager as a process on a real SQLite file: every ManagerService call and its errors,
 # SyncAgentStates, liveness (offline and back), retention, a duplicate report stored once,
 # kill -9 under load with every acknowledged point kept, --check-config, auto_register off.
+# With OPS_TEST_STORE_DRIVER=postgres (test_manager_pg) the same on a private PostgreSQL.
 source "$(dirname "$0")/lib.sh"
 P=$(free_port); M=127.0.0.1:$P; DB=$T/ops.db
+DRIVER=${OPS_TEST_STORE_DRIVER:-sqlite}
+if [ "$DRIVER" = postgres ]; then
+  source "$(dirname "$0")/pg.sh"
+  trap 'rc=$?; pg_stop; (exit $rc); cleanup' EXIT
+  pg_start
+  DB=$PG_DSN
+  # The checks below are SQLite's SQL; PostgreSQL needs group_concat and aliased subqueries.
+  pg_psql -c "CREATE FUNCTION gc_step(text, text) RETURNS text LANGUAGE sql AS \$\$ SELECT CASE WHEN \$1 IS NULL THEN \$2 ELSE \$1 || ',' || \$2 END \$\$" \
+          -c "CREATE AGGREGATE group_concat(text) (sfunc = gc_step, stype = text)"
+fi
 write_config() { # $1 = auto_register
 cat > "$T/manager.yaml" <<YAML
 grpc:
   host: 127.0.0.1
   port: $P
 database:
-  driver: sqlite
-  dsn: $DB
+  driver: $DRIVER
+  dsn: "$DB"
 node:
   heartbeat_interval: 1s
   offline_after: 4s
@@ -29,7 +40,11 @@ start_manager() {
   MPID=$!; PIDS+=($MPID)
   wait_for 10 "$BIN/pbcall" $M grpc.health.v1.Health/Check || fail "manager did not start"
 }
-sql() { sqlite3 -cmd ".timeout 5000" "$DB" "$1"; }
+sql() {
+  if [ "$DRIVER" = postgres ]; then pg_psql -c "$(echo "$1" | sed 's/order by agent_id)/order by agent_id) s/')"
+  else sqlite3 -cmd ".timeout 5000" "$DB" "$1"; fi
+}
+status_is() { [ "$(sql "select status from nodes where node_id='$1'")" = "$2" ]; }
 
 out=$("$BIN/ops-manager" --check-config "$T/manager.yaml") || fail "check-config good: $out"
 printf 'grpc:\n  port: 9090\n  colour: blue\n' > "$T/bad1.yaml"
@@ -88,17 +103,18 @@ done
 pass "SyncAgentStates: upsert, removal, empty list; other DaemonService methods UNIMPLEMENTED"
 
 # Liveness: silent for offline_after -> offline (logged and stored), a heartbeat -> online.
-wait_for 10 sh -c "sqlite3 -cmd '.timeout 5000' '$DB' \"select status from nodes where node_id='n1'\" | grep -q offline" || fail "n1 never went offline"
+wait_for 10 status_is n1 offline || fail "n1 never went offline"
 grep -q "event=node.offline node=n1" "$T/manager.log" || fail "offline transition not logged"
 call $M manager.ManagerService/Heartbeat '{"node_id":"n1"}' >/dev/null
-wait_for 10 sh -c "sqlite3 -cmd '.timeout 5000' '$DB' \"select status from nodes where node_id='n1'\" | grep -q online" || fail "n1 never came back online"
+wait_for 10 status_is n1 online || fail "n1 never came back online"
 [ "$(sql "select count(*) from node_events where node_id='n1' and event in ('offline','online')")" -ge 2 ] || fail "transitions not stored"
 pass "liveness: offline after 4 s of silence, online again on a heartbeat, both stored"
 
 # Retention (1h): a point 2 h old goes, a fresh one stays.
 old=$((NOW - 7200))
 call $M manager.ManagerService/ReportMetrics '{"node_id":"n1","metrics":[{"type":"disk","timestamp":'$old',"values":{"x":1}}]}' >/dev/null
-wait_for 10 sh -c "[ \$(sqlite3 -cmd '.timeout 5000' '$DB' 'select count(*) from metrics where ts < $((NOW-3600))') = 0 ]" || fail "old point not deleted"
+old_gone() { [ "$(sql "select count(*) from metrics where ts < $((NOW-3600))")" = 0 ]; }
+wait_for 10 old_gone || fail "old point not deleted"
 expect_eq "$(sql "select count(*) from metrics where ts = $NOW")" 2 "fresh points kept"
 pass "retention: old point deleted, fresh ones kept"
 
@@ -112,10 +128,14 @@ acked=$(wc -l < "$T/acked")
 [ "$acked" -gt 0 ] || fail "no report was acknowledged before the kill"
 start_manager
 # Every acknowledged timestamp must be in the store.
+if [ "$DRIVER" = postgres ]; then
+  missing=$(sql "select count(*) from unnest('{$(paste -sd, "$T/acked")}'::bigint[]) a(ts) where ts not in (select ts from metrics where type='load')")
+else
 { echo ".timeout 5000"; echo "attach ':memory:' as a; create table a.acked(ts integer primary key); begin;"
   sed 's/.*/insert into a.acked values(&);/' "$T/acked"
   echo "commit; select count(*) from a.acked where ts not in (select ts from metrics where type='load');"; } > "$T/check.sql"
 missing=$(sqlite3 "$DB" < "$T/check.sql")
+fi
 expect_eq "$missing" 0 "acknowledged points missing after kill -9"
 pass "kill -9 under load: all $acked acknowledged points present after restart"
 

@@ -1,6 +1,7 @@
 /* store_bench: how many metric values per second the store ingests, ReportMetrics-shaped.
  *
- * usage: store_bench [-t threads] [-r reports_per_thread] [-d dir]
+ * usage: store_bench [-t threads] [-r reports_per_thread] [-d dir] [-p postgres_dsn]
+ * (-p: into PostgreSQL at that libpq DSN, whose tables must be empty, instead of SQLite)
  * Each thread plays one node sending reports of 4 types x 10 values with increasing timestamps,
  * each report submitted and committed like the handler does. Prints values/s and the
  * commit latency percentiles; exits non-zero if any write failed or a value went missing. */
@@ -67,14 +68,15 @@ static int cmp_double(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     int threads = 64;
-    const char *dir = NULL;
+    const char *dir = NULL, *pg_dsn = NULL;
     int opt;
-    while ((opt = getopt(argc, argv, "t:r:d:")) != -1) {
+    while ((opt = getopt(argc, argv, "t:r:d:p:")) != -1) {
         if (opt == 't') threads = atoi(optarg);
+        else if (opt == 'p') pg_dsn = optarg;
         else if (opt == 'r') g_reports = atoi(optarg);
         else if (opt == 'd') dir = optarg;
         else {
-            fprintf(stderr, "usage: store_bench [-t threads] [-r reports_per_thread] [-d dir]\n");
+            fprintf(stderr, "usage: store_bench [-t threads] [-r reports_per_thread] [-d dir] [-p postgres_dsn]\n");
             return 2;
         }
     }
@@ -83,7 +85,7 @@ int main(int argc, char **argv)
     char path[512];
     snprintf(path, sizeof path, "%s/bench.db", dir);
     char err[256];
-    store_config cfg = {.driver = "sqlite", .dsn = path};
+    store_config cfg = {.driver = pg_dsn ? "postgres" : "sqlite", .dsn = pg_dsn ? pg_dsn : path};
     g_store = store_open(&cfg, err, sizeof err);
     if (!g_store) { fprintf(stderr, "open: %s\n", err); return 1; }
 
@@ -108,8 +110,8 @@ int main(int argc, char **argv)
     }
     qsort(all, total, sizeof *all, cmp_double);
     double values = (double)total * 40;
-    printf("store_bench: %d submitters x %d reports x 40 values = %.0f values in %.2f s\n",
-           threads, g_reports, values, secs);
+    printf("store_bench: %s, %d submitters x %d reports x 40 values = %.0f values in %.2f s\n",
+           cfg.driver, threads, g_reports, values, secs);
     printf("values/s: %.0f  reports/s: %.0f  commit latency p50 %.0f us p99 %.0f us max %.0f us\n",
            values / secs, (double)total / secs, all[total / 2], all[total * 99 / 100],
            all[total - 1]);

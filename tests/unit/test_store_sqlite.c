@@ -1,6 +1,10 @@
-/* The SQLite store on real files: schema and migrations, nodes, events, agents, metrics
+/* The store on real files: schema and migrations, nodes, events, agents, metrics
  * (idempotence, exact values, statistics, retention), deletes, concurrent writers and readers,
- * a full database, and a writer process killed with SIGKILL. */
+ * a full database, and a writer process killed with SIGKILL.
+ *
+ * The same suite runs on PostgreSQL when OPS_TEST_STORE_DRIVER=postgres and
+ * OPS_TEST_STORE_DSN name a server (tests/integration/test_store_pg.sh); each test then starts
+ * from an empty schema. SQLite-only tests (the file size limit) skip there. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,11 +14,13 @@
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "manager/store.h"
@@ -24,7 +30,35 @@ typedef struct fixture {
     char path[128];
     store *s;
     char err[512];
+    int pg;          /* running on PostgreSQL */
+    const char *dsn; /* what store_open gets: the file's path, or the server's DSN */
 } fixture;
+
+/* The one place the store's configuration is chosen. */
+static store_config test_cfg(const fixture *f, uint64_t max_size)
+{
+    return (store_config){.driver = f->pg ? "postgres" : "sqlite", .dsn = f->dsn,
+                          .max_size_bytes = max_size};
+}
+
+/* Runs SQL on the test's database behind the store's back. */
+static void exec_sql(fixture *f, const char *sql)
+{
+    if (f->pg) {
+        PGconn *c = PQconnectdb(f->dsn);
+        PGresult *r = PQexec(c, sql);
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+        if (!ok) fprintf(stderr, "%s: %s", sql, PQerrorMessage(c));
+        PQclear(r);
+        PQfinish(c);
+        assert_true(ok);
+        return;
+    }
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+}
 
 static int setup(void **state)
 {
@@ -32,7 +66,14 @@ static int setup(void **state)
     snprintf(f->dir, sizeof f->dir, "/tmp/test_store.XXXXXX");
     if (!mkdtemp(f->dir)) return -1;
     snprintf(f->path, sizeof f->path, "%s/ops.db", f->dir);
-    store_config cfg = {.driver = "sqlite", .dsn = f->path};
+    const char *drv = getenv("OPS_TEST_STORE_DRIVER");
+    f->pg = drv && strcmp(drv, "postgres") == 0;
+    f->dsn = f->pg ? getenv("OPS_TEST_STORE_DSN") : f->path;
+    if (f->pg) {
+        if (!f->dsn) { fprintf(stderr, "OPS_TEST_STORE_DSN is not set\n"); return -1; }
+        exec_sql(f, "SET client_min_messages = warning; DROP SCHEMA public CASCADE; CREATE SCHEMA public");
+    }
+    store_config cfg = test_cfg(f, 0);
     f->s = store_open(&cfg, f->err, sizeof f->err);
     if (!f->s) { fprintf(stderr, "open: %s\n", f->err); return -1; }
     *state = f;
@@ -53,7 +94,7 @@ static int teardown(void **state)
 static void reopen(fixture *f, uint64_t max_size)
 {
     store_close(f->s);
-    store_config cfg = {.driver = "sqlite", .dsn = f->path, .max_size_bytes = max_size};
+    store_config cfg = test_cfg(f, max_size);
     f->s = store_open(&cfg, f->err, sizeof f->err);
     if (!f->s) fail_msg("reopen: %s", f->err);
 }
@@ -105,39 +146,45 @@ static void schema_created_and_versioned(void **state)
     assert_int_equal(store_get_node(f->s, "n1", &n, f->err, sizeof f->err), STORE_OK);
     assert_string_equal(n.hostname, "host-1");
     store_node_free(&n);
-    assert_string_equal(store_driver_name(f->s), "sqlite");
+    assert_string_equal(store_driver_name(f->s), f->pg ? "postgres" : "sqlite");
 
     /* A database written by a newer program is refused with a message saying so. */
     store_close(f->s);
     f->s = NULL;
-    sqlite3 *db;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &st, NULL),
-                     SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 3); /* 2: update_events, 3: audit */
-    sqlite3_finalize(st);
-    assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 99", NULL, NULL, NULL),
-                     SQLITE_OK);
-    sqlite3_close(db);
-    store_config cfg = {.driver = "sqlite", .dsn = f->path};
+    if (!f->pg) {
+        sqlite3 *db;
+        assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+        sqlite3_stmt *st;
+        assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &st, NULL),
+                         SQLITE_OK);
+        assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+        assert_int_equal(sqlite3_column_int(st, 0), 3); /* 2: update_events, 3: audit */
+        sqlite3_finalize(st);
+        sqlite3_close(db);
+    }
+    exec_sql(f, "UPDATE schema_version SET version = 99");
+    store_config cfg = test_cfg(f, 0);
     assert_null(store_open(&cfg, f->err, sizeof f->err));
-    assert_non_null(strstr(f->err, "database schema version 99 is newer than this program"));
-    assert_non_null(strstr(f->err, f->path));
+    assert_non_null(strstr(f->err, f->pg ? "database schema version 99 is newer than this program's (1)"
+                                         : "database schema version 99 is newer than this program's (3)"));
+    if (!f->pg) assert_non_null(strstr(f->err, f->path));
 
     cfg.driver = "mysql";
     assert_null(store_open(&cfg, f->err, sizeof f->err));
     assert_string_equal(f->err, "unknown database driver 'mysql' (expected sqlite or postgres)");
-    cfg.driver = "sqlite";
-    cfg.dsn = "/nonexistent-dir/x/ops.db";
-    assert_null(store_open(&cfg, f->err, sizeof f->err));
-    assert_non_null(strstr(f->err, "/nonexistent-dir/x/ops.db: cannot open database"));
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    /* A version-1 database (no audit table) is migrated to version 2 and keeps its rows. */
-    assert_int_equal(sqlite3_exec(db, "DROP TABLE audit; UPDATE schema_version SET version = 1", NULL, NULL, NULL),
-                     SQLITE_OK);
-    sqlite3_close(db);
+    cfg = test_cfg(f, 0);
+    if (f->pg) {
+        /* An unreachable server is a clear error at once. */
+        cfg.dsn = "host=127.0.0.1 port=1 dbname=x connect_timeout=2";
+        assert_null(store_open(&cfg, f->err, sizeof f->err));
+        assert_non_null(strstr(f->err, "cannot connect to PostgreSQL"));
+    } else {
+        cfg.dsn = "/nonexistent-dir/x/ops.db";
+        assert_null(store_open(&cfg, f->err, sizeof f->err));
+        assert_non_null(strstr(f->err, "/nonexistent-dir/x/ops.db: cannot open database"));
+    }
+    /* A version-1 database (SQLite: no audit table) is migrated and keeps its rows. */
+    exec_sql(f, f->pg ? "UPDATE schema_version SET version = 1" : "DROP TABLE audit; UPDATE schema_version SET version = 1");
     reopen(f, 0);
     assert_int_equal(store_get_node(f->s, "n1", &n, f->err, sizeof f->err), STORE_OK);
     store_node_free(&n);
@@ -548,6 +595,7 @@ static void concurrent_writers_and_readers(void **state)
 static void disk_full_reported_and_recovered(void **state)
 {
     fixture *f = *state;
+    if (f->pg) skip(); /* a size limit is SQLite's */
     reopen(f, 256 * 1024);
     int rc = 0;
     size_t acked = 0;
@@ -582,6 +630,7 @@ static void disk_full_reported_and_recovered(void **state)
 static void disk_full_in_a_group_spares_the_others(void **state)
 {
     fixture *f = *state;
+    if (f->pg) skip();
     reopen(f, 192 * 1024);
     enum { W = 8 };
     worker ws[W];
@@ -618,7 +667,7 @@ static void acknowledged_survives_kill9(void **state)
     assert_true(pid >= 0);
     if (pid == 0) {
         close(p[0]);
-        store_config cfg = {.driver = "sqlite", .dsn = f->path};
+        store_config cfg = test_cfg(f, 0);
         f->s = store_open(&cfg, f->err, sizeof f->err);
         if (!f->s) _exit(3);
         for (int r = 0;; r++) {
@@ -828,6 +877,150 @@ static void metric_types_in_range(void **state)
     store_string_list_free(&t);
 }
 
+/* Audit records, node paging with several label conditions, metric types. */
+static void audit_paging_and_types(void **state)
+{
+    fixture *f = *state;
+    for (int i = 0; i < 5; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "n%d", i);
+        register_node(f, id, "h", i % 2 ? "dev" : "prod", 1000 + i);
+    }
+    store_kv more[] = {{"role", "web"}};
+    store_node_filter fl = {.status = STORE_NODE_ANY, .label_key = "env", .label_value = "prod",
+                            .labels = more, .n_labels = 1, .limit = 2};
+    store_node_list l;
+    assert_int_equal(store_list_nodes(f->s, &fl, &l, f->err, sizeof f->err), 0);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.items[0].node_id, "n0");
+    assert_string_equal(l.items[1].node_id, "n2");
+    store_node_list_free(&l);
+    fl.after = "n2";
+    assert_int_equal(store_list_nodes(f->s, &fl, &l, f->err, sizeof f->err), 0);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.items[0].node_id, "n4");
+    store_node_list_free(&l);
+    store_kv clash[] = {{"env", "dev"}};
+    fl = (store_node_filter){.status = STORE_NODE_ANY, .label_key = "env", .label_value = "prod",
+                             .labels = clash, .n_labels = 1};
+    assert_int_equal(store_list_nodes(f->s, &fl, &l, f->err, sizeof f->err), 0);
+    assert_int_equal(l.n, 0);
+
+    store_audit_in a1 = {100, "alice", "admin", "DeleteNode", "node/n1", "ok", "", "ipv4:1"};
+    store_audit_in a2 = {200, "bob", "operator", "StopAgent", "node/n1/agent/a", "ok", "", "ipv4:2"};
+    store_audit_in a3 = {300, "alice", "admin", "StopAgent", "node/n10", "denied", "x", "ipv4:1"};
+    assert_int_equal(store_add_audit(f->s, &a1, f->err, sizeof f->err), 0);
+    assert_int_equal(store_add_audit(f->s, &a2, f->err, sizeof f->err), 0);
+    assert_int_equal(store_add_audit(f->s, &a3, f->err, sizeof f->err), 0);
+    store_audit_list al;
+    store_audit_filter af = {.target = "node/n1"};
+    assert_int_equal(store_list_audit(f->s, &af, &al, f->err, sizeof f->err), 0);
+    assert_int_equal(al.n, 2);
+    assert_int_equal(al.items[0].at, 200); /* newest first; node/n10 is not under node/n1 */
+    assert_string_equal(al.items[1].actor, "alice");
+    store_audit_list_free(&al);
+    af = (store_audit_filter){.actor = "alice", .since = 150};
+    assert_int_equal(store_list_audit(f->s, &af, &al, f->err, sizeof f->err), 0);
+    assert_int_equal(al.n, 1);
+    assert_string_equal(al.items[0].result, "denied");
+    store_audit_list_free(&al);
+
+    int rc;
+    report(f, "n1", 1000, 1, &rc);
+    assert_int_equal(rc, 0);
+    store_string_list tl;
+    assert_int_equal(store_list_metric_types(f->s, "n1", 0, 2000, &tl, f->err, sizeof f->err), 0);
+    assert_int_equal(tl.n, 4);
+    assert_string_equal(tl.items[0], "cpu");
+    assert_string_equal(tl.items[3], "network");
+    store_string_list_free(&tl);
+    assert_int_equal(store_list_metric_types(f->s, "n1", 1001, 2000, &tl, f->err, sizeof f->err), 0);
+    assert_int_equal(tl.n, 0);
+}
+
+/* PostgreSQL restarted (the command in OPS_TEST_PG_RESTART) while threads ingest: calls during
+ * the outage fail quickly, ingestion resumes, and every acknowledged point is stored. */
+typedef struct ingester {
+    fixture *f;
+    int idx;
+    volatile int *stop;
+    int acked, attempts, unavailable, other;
+    double slowest_s;
+} ingester;
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void *ingest_thread(void *arg)
+{
+    ingester *w = arg;
+    char node[32];
+    snprintf(node, sizeof node, "ing-%d", w->idx);
+    for (int r = 0; !*w->stop; r++) {
+        int rc;
+        double t0 = mono_s();
+        w->attempts++;
+        report(w->f, node, 1000 + r, r, &rc);
+        double d = mono_s() - t0;
+        if (d > w->slowest_s) w->slowest_s = d;
+        if (rc == 0) w->acked++;
+        else if (rc == STORE_UNAVAILABLE) { w->unavailable++; usleep(20000); }
+        else w->other++;
+    }
+    return NULL;
+}
+
+static void pg_restart_under_load(void **state)
+{
+    fixture *f = *state;
+    const char *restart = getenv("OPS_TEST_PG_RESTART");
+    if (!f->pg || !restart) skip();
+    enum { W = 6 };
+    volatile int stop = 0;
+    ingester ws[W];
+    pthread_t th[W];
+    for (int i = 0; i < W; i++) {
+        ws[i] = (ingester){.f = f, .idx = i, .stop = &stop};
+        pthread_create(&th[i], NULL, ingest_thread, &ws[i]);
+    }
+    usleep(500000);
+    assert_int_equal(system(restart), 0);
+    /* Ingestion resumes: every thread gets more acknowledged after the restart. */
+    int before[W];
+    for (int i = 0; i < W; i++) before[i] = ws[i].acked;
+    double end = mono_s() + 20;
+    int resumed = 0;
+    while (!resumed && mono_s() < end) {
+        usleep(100000);
+        resumed = 1;
+        for (int i = 0; i < W; i++) if (ws[i].acked < before[i] + 5) resumed = 0;
+    }
+    stop = 1;
+    int unavailable = 0;
+    for (int i = 0; i < W; i++) {
+        pthread_join(th[i], NULL);
+        unavailable += ws[i].unavailable;
+    }
+    assert_true(resumed);
+    assert_true(unavailable > 0); /* the outage was seen, as UNAVAILABLE */
+    for (int i = 0; i < W; i++) {
+        char node[32];
+        snprintf(node, sizeof node, "ing-%d", i);
+        assert_int_equal(ws[i].other, 0);
+        assert_true(ws[i].slowest_s < 10); /* failed fast, never hung */
+        size_t n = count_points(f, node, "cpu");
+        /* Every acknowledged report is there; at most the unanswered ones besides. */
+        assert_true(n >= (size_t)ws[i].acked * 10);
+        assert_true(n <= (size_t)ws[i].attempts * 10);
+        fprintf(stderr, "ingester %d: %d acknowledged, %d unavailable, %zu cpu points, slowest %.2fs\n",
+                i, ws[i].acked, ws[i].unavailable, n, ws[i].slowest_s);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -846,6 +1039,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(audit_trail_filters, setup, teardown),
         cmocka_unit_test_setup_teardown(node_filter_labels_and_paging, setup, teardown),
         cmocka_unit_test_setup_teardown(metric_types_in_range, setup, teardown),
+        cmocka_unit_test_setup_teardown(audit_paging_and_types, setup, teardown),
+        cmocka_unit_test_setup_teardown(pg_restart_under_load, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
