@@ -58,7 +58,7 @@ checks_offline() {
   ctl --help; expect_rc 0 "--help"; has "$OUT" "Commands:" "--help"; has "$OUT" "Examples:" "--help"
   ctl help; expect_rc 0 "help"; has "$OUT" "Exit codes" "help"
   ctl; expect_rc 2 "no command"; has "$ERR" "missing command" "no command"
-  for c in nodes node agents agent "agent start" "agent stop" "agent restart" "agent metrics" metrics config watch delete-node; do
+  for c in nodes node agents agent "agent start" "agent stop" "agent restart" "agent metrics" metrics config watch delete-node audit; do
     # shellcheck disable=SC2086
     ctl $c --help; expect_rc 0 "$c --help"
     has "$OUT" "Usage: opsctl ${c%% *}" "$c --help"
@@ -95,6 +95,8 @@ checks_offline() {
   ctl --timeout never nodes; expect_rc 2 "bad --timeout"
   ctl nodes --manager; expect_rc 2 "--manager without value"
   ctl delete-node; expect_rc 2 "delete-node without NODE"
+  ctl audit --limit 0; expect_rc 2 "audit --limit 0"; has "$ERR" "Usage: opsctl audit" "audit usage"
+  ctl audit node-1; expect_rc 2 "audit with an argument"
   pass "usage errors exit 2 with the command's usage"
 }
 
@@ -265,6 +267,13 @@ OPS_TOKEN=$ADMIN ctl -o json delete-node node-4 --yes; expect_rc 0 "delete --yes
 ctl -o json nodes; jq_is "$OUT" '.nodes | map(.node_id) | index("node-4")' null "node-4 gone"
 wait_for 10 grep -q "node.deleted" "$T/watch.out" || fail "watch: no node.deleted"
 pass "delete-node: confirmation, --yes, applied"
+
+# audit: admin only; the fake's trail holds the operations and deletions above.
+ctl audit; expect_rc 1 "viewer reads audit"; has "$ERR" "ask for an admin token" "viewer reads audit"
+OPS_TOKEN=$ADMIN ctl audit; expect_rc 0 "audit"; has "$OUT" "DeleteNode" "audit table"; has "$OUT" "OperateAgent" "audit table"
+OPS_TOKEN=$ADMIN ctl -o json audit --limit 2; expect_rc 0 "audit json"; jq_is "$OUT" '.records | length' 2 "audit --limit"
+jq_is "$OUT" '.records[0].method' DeleteNode "audit newest first"
+pass "audit: admin only, table and json, --limit"
 
 # The manager going away: the watcher says so (exit 3), and calls exit 3.
 kill "$FAKE_PID"
