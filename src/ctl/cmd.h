@@ -50,5 +50,6 @@ int cmd_agents(cmd_ctx *x, int argc, char **argv);
 /* argv[0] is the subcommand: start, stop, restart, metrics. */
 int cmd_agent(cmd_ctx *x, int argc, char **argv);
 int cmd_metrics(cmd_ctx *x, int argc, char **argv);
+int cmd_audit(cmd_ctx *x, int argc, char **argv);
 
 #endif

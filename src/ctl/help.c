@@ -36,6 +36,7 @@ static const struct {
      "  config NODE                    the daemon's effective config (or an agent's)\n"
      "  watch                          stream fleet events as they happen\n"
      "  delete-node NODE               forget a node (admin role)\n"
+     "  audit                          who changed or tried to change what (admin role)\n"
      "  help [COMMAND]                 this text, or a command's\n"
      "\n"
      "Examples:\n"
@@ -160,6 +161,22 @@ static const struct {
      "Examples:\n"
      "  opsctl delete-node old-web-7\n"
      "  opsctl delete-node old-web-7 --yes\n"},
+    {"audit",
+     "Usage: opsctl audit [--actor NAME] [--target NODE[/AGENT]] [--since DURATION] [--limit N]\n"
+     "\n"
+     "The manager's audit trail, newest first: every call that changes something (agent\n"
+     "operations, node deletions), refused and failed attempts included, with who made it\n"
+     "(the token's name; \"(no token)\" when it had none or an unknown one), the result and\n"
+     "where it came from. Needs an admin token.\n"
+     "  --actor NAME      only this token name's records\n"
+     "  --target T        only targets starting with T: a node id, or NODE/AGENT\n"
+     "  --since DURATION  only records from this far back (e.g. 1h, 7d)\n"
+     "  --limit N         at most N records (1-1000; default 100)\n"
+     "\n"
+     "Examples:\n"
+     "  opsctl audit\n"
+     "  opsctl audit --target web-1 --since 24h\n"
+     "  opsctl audit --actor ci-bot --limit 10 -o json | jq -r '.records[].result'\n"},
 };
 
 const char *help_text(const char *cmd)

@@ -830,7 +830,9 @@ int admin_listen(admin *a, const rpc_server_opts *opts, char *err, size_t errlen
 {
     rpc_server *s = rpc_server_new(opts, err, errlen);
     if (!s) return -1;
-    if (rpc_server_add_methods(s, a->methods, N_METHODS, err, errlen) != 0 || rpc_server_start(s, err, errlen) != 0) {
+    if (rpc_server_add_methods(s, a->methods, N_METHODS, err, errlen) != 0 ||
+        (a->o.reflection && rpc_reflection_register(s, a->o.reflection, err, errlen) != 0) ||
+        rpc_server_start(s, err, errlen) != 0) {
         rpc_server_free(s);
         return -1;
     }
@@ -845,6 +847,9 @@ void admin_stop(admin *a, int64_t grace_ms)
 {
     if (!a || !a->srv) return;
     rpc_server_shutdown(a->srv, grace_ms);
+    /* Freed here, not in admin_free: the reflection index it borrows may go right after. */
+    rpc_server_free(a->srv);
+    a->srv = NULL;
 }
 
 void admin_free(admin *a)

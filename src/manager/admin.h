@@ -20,6 +20,7 @@
 #include "manager/liveness.h"
 #include "manager/pool.h"
 #include "manager/store.h"
+#include "rpc/reflection.h"
 #include "rpc/server.h"
 
 typedef struct admin admin;
@@ -30,6 +31,8 @@ typedef struct admin_opts {
     pool *pool;
     evhub *hub;      /* may be NULL: WatchEvents then answers UNAVAILABLE */
     const auth *auth;
+    /* admin_listen()'s server answers server reflection from it too (borrowed; NULL: none). */
+    const rpc_reflection *reflection;
 } admin_opts;
 
 /* Request limits and defaults. */
@@ -46,12 +49,13 @@ admin *admin_new(const admin_opts *o, char *err, size_t errlen);
 /* The method table ("/ops.admin.v1.AdminService/<Method>"), to add to a server before it
  * starts; it lives as long as a. */
 const rpc_method *admin_methods(admin *a, size_t *n);
-/* Serves AdminService on a server of its own (admin.listen): 0, or -1 with err. opts->listen
- * and the rest are the caller's; the methods are added here. */
+/* Serves AdminService on a server of its own (admin.listen), with health and, given
+ * admin_opts.reflection, server reflection: 0, or -1 with err. opts->listen and the rest are
+ * the caller's; the methods are added here. */
 int admin_listen(admin *a, const rpc_server_opts *opts, char *err, size_t errlen);
 /* The port of admin_listen()'s server, 0 without one. */
 int admin_port(const admin *a);
-/* Stops admin_listen()'s server (grace for in-flight calls), if any. Idempotent. */
+/* Stops and frees admin_listen()'s server (grace for in-flight calls), if any. Idempotent. */
 void admin_stop(admin *a, int64_t grace_ms);
 /* Stops and frees. NULL is a no-op. */
 void admin_free(admin *a);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "base/log.h"
@@ -150,6 +151,27 @@ static void release(pool *p, entry *e)
     if (gone) entry_free(e);
 }
 
+/* The failure's kind and the peer's text, saying each thing once: a daemon's own message
+ * often starts with the kind already ("agent not found: ghost"), and the agent is named by
+ * the caller's prefix. */
+static void describe_failure(rpc_error_kind kind, const char *msg, const char *agent_id, char *buf, size_t n)
+{
+    const char *k = rpc_error_kind_name(kind);
+    size_t kl = strlen(k);
+    if (!msg || !*msg) {
+        snprintf(buf, n, "%s", k);
+        return;
+    }
+    if (strncasecmp(msg, k, kl) != 0 || (msg[kl] != 0 && msg[kl] != ':')) {
+        snprintf(buf, n, "%s: %.300s", k, msg);
+        return;
+    }
+    const char *rest = msg + kl;
+    while (*rest == ':' || *rest == ' ') rest++;
+    if (!*rest || (agent_id && !strcmp(rest, agent_id))) snprintf(buf, n, "%s", k);
+    else snprintf(buf, n, "%.300s", msg);
+}
+
 static int call(pool *p, const char *node_id, const char *agent_id, const char *method, const ProtobufCMessage *req,
                 const ProtobufCMessageDescriptor *rd, ProtobufCMessage **out, int idempotent, int64_t timeout,
                 const char *trace_id, pool_result *res)
@@ -166,11 +188,12 @@ static int call(pool *p, const char *node_id, const char *agent_id, const char *
     res->attempts = r.attempts;
     const char *what = strrchr(method, '/') + 1;
     if (r.code != RPC_OK) {
+        char detail[384];
+        describe_failure(r.kind, r.message, agent_id, detail, sizeof detail);
         if (agent_id && *agent_id)
-            snprintf(res->message, sizeof res->message, "%s: node %s agent %s: %s: %s", what, node_id, agent_id,
-                     rpc_error_kind_name(r.kind), r.message);
+            snprintf(res->message, sizeof res->message, "%s: node %s agent %s: %s", what, node_id, agent_id, detail);
         else
-            snprintf(res->message, sizeof res->message, "%s: node %s: %s: %s", what, node_id, rpc_error_kind_name(r.kind), r.message);
+            snprintf(res->message, sizeof res->message, "%s: node %s: %s", what, node_id, detail);
         log_warn("pool.call_failed", "node=%s agent=%s method=%s address=%s code=%s attempts=%d trace_id=%s", node_id,
                  agent_id && *agent_id ? agent_id : "-", what, e->address, rpc_code_name(r.code), r.attempts, trace_id ? trace_id : "-");
     }

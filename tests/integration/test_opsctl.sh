@@ -15,29 +15,7 @@ fi
 command -v jq >/dev/null || fail "jq is needed"
 PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
 
-# Nothing from the caller's environment or home may leak into opsctl's settings.
-unset OPS_MANAGER OPS_TOKEN OPS_CA OPS_CERT OPS_KEY
-export HOME=$T/home XDG_CONFIG_HOME=$T/xdg COLUMNS=100 TZ=UTC
-mkdir -p "$HOME" "$XDG_CONFIG_HOME"
-
-# ctl ARGS...: runs opsctl; sets OUT, ERR and RC, never fails the script itself.
-ctl() {
-  set +e
-  OUT=$("$BIN/opsctl" "$@" 2>"$T/ctl.err")
-  RC=$?
-  set -e
-  ERR=$(cat "$T/ctl.err")
-}
-expect_rc() { [ "$RC" = "$1" ] || fail "$2: exit $RC, expected $1; stdout: ${OUT:0:600}; stderr: ${ERR:0:600}"; }
-# has TEXT NEEDLE WHAT
-has() { grep -qF -- "$2" <<<"$1" || fail "$3: expected '$2' in: ${1:0:1500}"; }
-hasnt() { ! grep -qF -- "$2" <<<"$1" || fail "$3: did not expect '$2' in: ${1:0:1500}"; }
-# jq_is JSON FILTER EXPECTED WHAT
-jq_is() {
-  local got
-  got=$(jq -r "$2" <<<"$1") || fail "$4: not JSON: ${1:0:600}"
-  [ "$got" = "$3" ] || fail "$4: $2 = '$got', expected '$3'"
-}
+source "$(dirname "$0")/ctl_lib.sh"
 
 # start_fake NAME ARGS...: runs admin_fake.js in the background; sets PORT.
 start_fake() {
@@ -58,7 +36,7 @@ checks_offline() {
   ctl --help; expect_rc 0 "--help"; has "$OUT" "Commands:" "--help"; has "$OUT" "Examples:" "--help"
   ctl help; expect_rc 0 "help"; has "$OUT" "Exit codes" "help"
   ctl; expect_rc 2 "no command"; has "$ERR" "missing command" "no command"
-  for c in nodes node agents agent "agent start" "agent stop" "agent restart" "agent metrics" metrics config watch delete-node; do
+  for c in nodes node agents agent "agent start" "agent stop" "agent restart" "agent metrics" metrics config watch delete-node audit; do
     # shellcheck disable=SC2086
     ctl $c --help; expect_rc 0 "$c --help"
     has "$OUT" "Usage: opsctl ${c%% *}" "$c --help"
@@ -95,6 +73,8 @@ checks_offline() {
   ctl --timeout never nodes; expect_rc 2 "bad --timeout"
   ctl nodes --manager; expect_rc 2 "--manager without value"
   ctl delete-node; expect_rc 2 "delete-node without NODE"
+  ctl audit --limit 0; expect_rc 2 "audit --limit 0"; has "$ERR" "Usage: opsctl audit" "audit usage"
+  ctl audit node-1; expect_rc 2 "audit with an argument"
   pass "usage errors exit 2 with the command's usage"
 }
 
@@ -265,6 +245,13 @@ OPS_TOKEN=$ADMIN ctl -o json delete-node node-4 --yes; expect_rc 0 "delete --yes
 ctl -o json nodes; jq_is "$OUT" '.nodes | map(.node_id) | index("node-4")' null "node-4 gone"
 wait_for 10 grep -q "node.deleted" "$T/watch.out" || fail "watch: no node.deleted"
 pass "delete-node: confirmation, --yes, applied"
+
+# audit: admin only; the fake's trail holds the operations and deletions above.
+ctl audit; expect_rc 1 "viewer reads audit"; has "$ERR" "ask for an admin token" "viewer reads audit"
+OPS_TOKEN=$ADMIN ctl audit; expect_rc 0 "audit"; has "$OUT" "DeleteNode" "audit table"; has "$OUT" "OperateAgent" "audit table"
+OPS_TOKEN=$ADMIN ctl -o json audit --limit 2; expect_rc 0 "audit json"; jq_is "$OUT" '.records | length' 2 "audit --limit"
+jq_is "$OUT" '.records[0].method' DeleteNode "audit newest first"
+pass "audit: admin only, table and json, --limit"
 
 # The manager going away: the watcher says so (exit 3), and calls exit 3.
 kill "$FAKE_PID"

@@ -48,6 +48,28 @@ for v in v1alpha v1; do
   echo "$out" | grep -q '"id":"idle"' || { echo "$out"; fail "daemon: ListAgents learned by reflection"; }
   pass "daemon reflection $v ($(echo "$out" | grep -c '^ok') checks)"
 done
+# AdminService on a listener of its own (admin.listen) answers reflection and health there too.
+MP2=$(free_port); AP=$(free_port)
+cat > "$T/manager2.yaml" <<YAML
+grpc: {host: 127.0.0.1, port: $MP2}
+database: {driver: sqlite, dsn: $T/ops2.db}
+admin: {listen: "127.0.0.1:$AP"}
+YAML
+"$BIN/ops-manager" -c "$T/manager2.yaml" >> "$T/manager2.log" 2>&1 &
+PIDS+=($!)
+wait_for 10 "$BIN/pbcall" 127.0.0.1:$AP grpc.health.v1.Health/Check || fail "admin listener did not start"
+ASVC=ops.admin.v1.AdminService,grpc.health.v1.Health,$REFL
+ACALLS="$HEALTH;"'grpc.health.v1.Health/Check={"service":"ops.admin.v1.AdminService"}'
+for v in v1alpha v1; do
+  out=$(node "$SRC/tests/interop/reflect.js" 127.0.0.1:$AP "$SRC" $v "$ASVC" "$ACALLS" 2>&1) || { echo "$out"; fail "admin listener reflection $v"; }
+  [ "$(echo "$out" | grep -c 'Health/Check -> {"status":"SERVING"}')" = 2 ] || { echo "$out"; fail "admin listener: health learned by reflection"; }
+  pass "admin listener reflection $v ($(echo "$out" | grep -c '^ok') checks)"
+done
+# ... and the grpc listener of that manager no longer lists AdminService.
+MSVC2=manager.ManagerService,proto.DaemonService,grpc.health.v1.Health,$REFL
+out=$(node "$SRC/tests/interop/reflect.js" 127.0.0.1:$MP2 "$SRC" v1 "$MSVC2" "$HEALTH" 2>&1) || { echo "$out"; fail "grpc listener without AdminService"; }
+pass "grpc listener lists no AdminService when admin.listen is set"
+
 # Each reflection stream is one access-log line, ended cleanly by the client.
 grep -q 'method=/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo.*code=OK' "$T/manager.log" ||
   fail "reflection calls not in the access log"

@@ -104,9 +104,13 @@ static void against_grpc_js(void **state)
     assert_int_equal(r.kind, RPC_ERR_AGENT_NOT_FOUND);
     assert_non_null(strstr(r.message, "node js"));
     assert_non_null(strstr(r.message, "agent zz"));
-    assert_non_null(strstr(r.message, "agent not found"));
+    /* The kind once, not "agent not found: agent not found: zz". */
+    assert_string_equal(r.message, "OperateAgent: node js agent zz: agent not found");
     assert_int_equal(pool_operate_agent(p, "js", "a1", "explode", NULL, &op, &r), RPC_INVALID_ARGUMENT);
     assert_int_equal(r.kind, RPC_ERR_INVALID_ARGUMENT);
+    const char *ia = strstr(r.message, "invalid argument");
+    assert_non_null(ia);
+    assert_null(strstr(ia + 1, "invalid argument"));
 
     Proto__AgentMetricsResponse *am;
     assert_int_equal(pool_agent_metrics(p, "js", "a1", 0, NULL, &am, &r), RPC_OK);
