@@ -830,7 +830,9 @@ int admin_listen(admin *a, const rpc_server_opts *opts, char *err, size_t errlen
 {
     rpc_server *s = rpc_server_new(opts, err, errlen);
     if (!s) return -1;
-    if (rpc_server_add_methods(s, a->methods, N_METHODS, err, errlen) != 0 || rpc_server_start(s, err, errlen) != 0) {
+    if (rpc_server_add_methods(s, a->methods, N_METHODS, err, errlen) != 0 ||
+        (a->o.n_more_methods && rpc_server_add_methods(s, a->o.more_methods, a->o.n_more_methods, err, errlen) != 0) ||
+        rpc_server_start(s, err, errlen) != 0) {
         rpc_server_free(s);
         return -1;
     }

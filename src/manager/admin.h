@@ -30,6 +30,10 @@ typedef struct admin_opts {
     pool *pool;
     evhub *hub;      /* may be NULL: WatchEvents then answers UNAVAILABLE */
     const auth *auth;
+    /* more AdminService rows served by other parts (admin_enroll.h), added to admin_listen()'s
+     * server too; borrowed, must outlive a. admin_methods() does not include them. */
+    const rpc_method *more_methods;
+    size_t n_more_methods;
 } admin_opts;
 
 /* Request limits and defaults. */
