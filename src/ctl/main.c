@@ -20,6 +20,7 @@ static const struct {
     {"nodes", cmd_nodes},   {"node", cmd_node},       {"agents", cmd_agents},
     {"agent", cmd_agent},   {"metrics", cmd_metrics}, {"config", cmd_config},
     {"watch", cmd_watch},   {"delete-node", cmd_delete_node},
+    {"enroll-token", cmd_enroll_token},
 };
 
 static int find_command(const char *name)
