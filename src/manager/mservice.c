@@ -78,6 +78,7 @@ static int over_limit(mservice *m, rpc_ctx *c, int code, const char *fmt, ...)
     va_end(ap);
     uint64_t held = 0;
     const char *kind = code == RPC_RESOURCE_EXHAUSTED ? "limit" : "invalid";
+    rpc_ctx_quiet_log(c);
     if (!m->abuse || abuse_note(m->abuse, rpc_ctx_peer(c), kind, mono_ms(), &held)) {
         char q[700];
         log_warn("request.refused", "method=%s peer=%s code=%s held=%llu reason=%s trace_id=%s", rpc_ctx_method(c), rpc_ctx_peer(c),

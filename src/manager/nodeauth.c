@@ -167,6 +167,7 @@ static int refuse(nodeauth *na, rpc_ctx *c, int code, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     uint64_t held = 0;
+    rpc_ctx_quiet_log(c);
     if (!na->ab || abuse_note(na->ab, rpc_ctx_peer(c), "node_auth", mono_ms(), &held)) {
         char q[700];
         log_warn("node.auth_refused", "method=%s peer=%s code=%s held=%llu reason=%s trace_id=%s", rpc_ctx_method(c),

@@ -193,6 +193,7 @@ static int subscribe(rpc_ctx *c, const void *reqv, void *user)
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         uint64_t held = 0;
+        rpc_ctx_quiet_log(c);
         if (!u->abuse || abuse_note(u->abuse, rpc_ctx_peer(c), "update_streams", (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, &held))
             log_warn("update.stream_refused", "node=%s peer=%s limit=%d held=%llu reason=\"too many update streams (limits.max_update_streams)\"",
                      req->node_id, rpc_ctx_peer(c), u->max_streams, (unsigned long long)held);
