@@ -116,7 +116,7 @@ static void schema_created_and_versioned(void **state)
     assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &st, NULL),
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(st, 0), 3); /* 2: update_events, 3: audit */
+    assert_int_equal(sqlite3_column_int(st, 0), 4); /* 2: update_events, 3: audit, 4: node secrets */
     sqlite3_finalize(st);
     assert_int_equal(sqlite3_exec(db, "UPDATE schema_version SET version = 99", NULL, NULL, NULL),
                      SQLITE_OK);
