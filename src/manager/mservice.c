@@ -77,7 +77,8 @@ static int over_limit(mservice *m, rpc_ctx *c, int code, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     uint64_t held = 0;
-    const char *kind = code == RPC_RESOURCE_EXHAUSTED ? "limit" : "invalid";
+    char kind[160]; /* one line per peer, method and code per interval */
+    snprintf(kind, sizeof kind, "%s %s", rpc_ctx_method(c), rpc_code_name(code));
     rpc_ctx_quiet_log(c);
     if (!m->abuse || abuse_note(m->abuse, rpc_ctx_peer(c), kind, mono_ms(), &held)) {
         char q[700];
