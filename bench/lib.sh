@@ -65,6 +65,9 @@ database:
 node:
   heartbeat_interval: $hb
   offline_after: 10m
+limits:                     # the whole simulated fleet comes from one address
+  register_per_minute: 6000000
+  register_burst: 1000000
 log:
   level: $level
   file: $dir/manager.log

@@ -51,5 +51,7 @@ int cmd_agents(cmd_ctx *x, int argc, char **argv);
 int cmd_agent(cmd_ctx *x, int argc, char **argv);
 int cmd_metrics(cmd_ctx *x, int argc, char **argv);
 int cmd_audit(cmd_ctx *x, int argc, char **argv);
+/* argv[0] is the subcommand: create, list, revoke (cmd_enroll.c). */
+int cmd_enroll_token(cmd_ctx *x, int argc, char **argv);
 
 #endif

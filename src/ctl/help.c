@@ -37,6 +37,8 @@ static const struct {
      "  watch                          stream fleet events as they happen\n"
      "  delete-node NODE               forget a node (admin role)\n"
      "  audit                          who changed or tried to change what (admin role)\n"
+     "  enroll-token create|list|revoke\n"
+     "                                 enrollment tokens for new nodes (admin role)\n"
      "  help [COMMAND]                 this text, or a command's\n"
      "\n"
      "Examples:\n"
@@ -150,6 +152,22 @@ static const struct {
      "  opsctl watch\n"
      "  opsctl watch --kind node.offline --kind agent.state\n"
      "  opsctl watch -o json --node web-1 | jq -r .kind\n"},
+    {"enroll-token",
+     "Usage: opsctl enroll-token create NAME [--ttl DURATION] [--uses N]\n"
+     "       opsctl enroll-token list\n"
+     "       opsctl enroll-token revoke NAME\n"
+     "\n"
+     "Enrollment tokens let new nodes register when the manager runs node_auth.mode token\n"
+     "(admin role). create prints the token once -- the manager keeps only its SHA-256 -- for\n"
+     "daemon.yaml's manager.enrollment_token (or a file named by manager.enrollment_token_file).\n"
+     "A node that registers with it gets a secret of its own and no longer needs the token.\n"
+     "  --ttl DURATION  how long the token can be used (default 24h; at most 365d)\n"
+     "  --uses N        how many registrations it allows (default 1)\n"
+     "\n"
+     "Examples:\n"
+     "  opsctl enroll-token create rack-7 --ttl 2h --uses 40\n"
+     "  opsctl enroll-token list\n"
+     "  opsctl enroll-token revoke rack-7\n"},
     {"delete-node",
      "Usage: opsctl delete-node NODE [--yes]\n"
      "\n"

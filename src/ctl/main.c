@@ -21,6 +21,7 @@ static const struct {
     {"agent", cmd_agent},   {"metrics", cmd_metrics}, {"config", cmd_config},
     {"watch", cmd_watch},   {"delete-node", cmd_delete_node},
     {"audit", cmd_audit},
+    {"enroll-token", cmd_enroll_token},
 };
 
 static int find_command(const char *name)

@@ -90,6 +90,7 @@ struct raw_manager {
     char *heartbeat_interval, *reconnect_interval, *timeout, *metrics_interval;
     char *spool_dir, *spool_max;
     char *keepalive_time, *keepalive_timeout, *max_message_size, *window_size, *compression;
+    char *enrollment_token, *enrollment_token_file, *secret_file;
 };
 
 struct raw_updates {
@@ -251,6 +252,9 @@ static const cyaml_schema_field_t manager_fields[] = {
     STR("max_message_size", struct raw_manager, max_message_size),
     STR("window_size", struct raw_manager, window_size),
     STR("compression", struct raw_manager, compression),
+    STR("enrollment_token", struct raw_manager, enrollment_token),
+    STR("enrollment_token_file", struct raw_manager, enrollment_token_file),
+    STR("secret_file", struct raw_manager, secret_file),
     CYAML_FIELD_END,
 };
 
@@ -684,6 +688,24 @@ static int take_compression(struct ctx *c, const char *val, int *gzip)
     return fail(c, "", "manager.compression", "must be none or gzip (got \"%.100s\")", val);
 }
 
+/* node_auth token mode: the enrollment token (inline or a file) and the secret's file. */
+static int take_enrollment(struct ctx *c, dconfig *cfg, const struct raw_manager *r)
+{
+    dconfig_manager *m = &cfg->manager;
+    size_t n = strlen(cfg->daemon.work_dir) + 14;
+    char *def = malloc(n);
+    if (!def) return oom(c);
+    snprintf(def, n, "%s/node_secret", cfg->daemon.work_dir);
+    int rc = take_str(c, r->enrollment_token, "", &m->enrollment_token) ||
+             take_str(c, r->enrollment_token_file, "", &m->enrollment_token_file) ||
+             take_str(c, r->secret_file && *r->secret_file ? r->secret_file : NULL, def, &m->secret_file);
+    free(def);
+    if (rc) return -1;
+    if (*m->enrollment_token && *m->enrollment_token_file)
+        return fail(c, "", "manager.enrollment_token_file", "enrollment_token and enrollment_token_file exclude each other: set one");
+    return 0;
+}
+
 static int resolve_manager(struct ctx *c, dconfig *cfg, const struct raw_manager *r)
 {
     static const struct raw_manager none;
@@ -707,6 +729,7 @@ static int resolve_manager(struct ctx *c, dconfig *cfg, const struct raw_manager
     int rc = take_str(c, r->spool_dir && *r->spool_dir ? r->spool_dir : NULL, spool, &m->spool_dir);
     free(spool);
     if (rc) return -1;
+    if (take_enrollment(c, cfg, r) != 0) return -1;
     return take_dur(c, "", "manager.heartbeat_interval", r->heartbeat_interval, "60s", 1, &m->heartbeat_interval_ms) ||
            take_dur(c, "", "manager.reconnect_interval", r->reconnect_interval, "10s", 1, &m->reconnect_interval_ms) ||
            take_dur(c, "", "manager.timeout", r->timeout, "30s", 1, &m->timeout_ms) ||
@@ -856,6 +879,7 @@ void dconfig_free(dconfig *cfg)
     free(d->grpc_host); free(d->http_host);
     dconfig_manager *m = &cfg->manager;
     free(m->address); free(m->spool_dir);
+    free(m->enrollment_token); free(m->enrollment_token_file); free(m->secret_file);
     free(m->tls.cert_file); free(m->tls.key_file); free(m->tls.ca_file); free(m->tls.server_name);
     free(cfg->updates.public_key);
     for (size_t i = 0; i < cfg->n_labels; i++) { free(cfg->labels[i].key); free(cfg->labels[i].value); }
@@ -1073,6 +1097,10 @@ int dconfig_dump_yaml(const dconfig *cfg, char **out)
     sb_kv_dur(&b, "  ", "timeout", m->timeout_ms);
     sb_kv_dur(&b, "  ", "metrics_interval", m->metrics_interval_ms);
     sb_kv_str(&b, "  ", "spool_dir", m->spool_dir);
+    /* the token itself never goes into a dump */
+    sb_kv_str(&b, "  ", "enrollment_token", *m->enrollment_token ? "(set, not shown)" : "");
+    sb_kv_str(&b, "  ", "enrollment_token_file", m->enrollment_token_file);
+    sb_kv_str(&b, "  ", "secret_file", m->secret_file);
     sb_kv_size(&b, "  ", "spool_max", m->spool_max_bytes);
     sb_kv_dur(&b, "  ", "keepalive_time", m->keepalive_time_ms);
     sb_kv_dur(&b, "  ", "keepalive_timeout", m->keepalive_timeout_ms);

@@ -72,6 +72,11 @@ typedef struct dconfig_manager {
     uint64_t max_message_bytes;
     uint64_t window_bytes;
     int gzip;
+    /* node_auth token mode (daemon/nodesecret.h): the enrollment token, given inline or in a
+     * file (not both; "" = none), and where the node secret the manager answers is kept */
+    char *enrollment_token;
+    char *enrollment_token_file;
+    char *secret_file;      /* default {work_dir}/node_secret */
 } dconfig_manager;
 
 /* updates: events pushed by the manager (daemon/updater.h). */

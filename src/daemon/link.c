@@ -20,6 +20,7 @@
 #include "daemon.pb-c.h"
 #include "daemon/collectors.h"
 #include "daemon/spool.h"
+#include "daemon/nodesecret.h"
 #include "manager.pb-c.h"
 #include "rpc/client.h"
 
@@ -48,6 +49,9 @@ struct link_s {
     int64_t timeout_ms, heartbeat_ms, reconnect_ms;
     unsigned rng;
     link_stats st;
+    /* node_auth token mode; the sender thread's alone (daemon/nodesecret.h) */
+    char secret[256], enroll_token[512], secret_path[4096];
+    char bearer[600]; /* "Bearer <secret>" sent on every call; "" = none */
 };
 
 static int64_t mono_ms(void)
@@ -148,6 +152,9 @@ typedef enum { CALL_OK, CALL_DOWN, CALL_UNREGISTERED, CALL_REFUSED } call_outcom
 
 static call_outcome outcome(const rpc_result *res, int success, const char *message)
 {
+    /* our secret was refused (node deleted, secret replaced): register again, which tells
+     * why and enrolls anew when we still have an enrollment token */
+    if (res->code == RPC_UNAUTHENTICATED) return CALL_UNREGISTERED;
     if (res->code == RPC_UNAVAILABLE || res->code == RPC_DEADLINE_EXCEEDED || res->code == RPC_CANCELLED ||
         res->code == RPC_UNKNOWN || res->code == RPC_INTERNAL)
         return CALL_DOWN;
@@ -156,8 +163,51 @@ static call_outcome outcome(const rpc_result *res, int success, const char *mess
     return CALL_OK;
 }
 
+/* Metadata for a call: the bearer when we have one (md must hold 3 entries). */
+static const char *const *auth_md(const link_t *l, const char *md[3])
+{
+    if (!l->bearer[0]) return NULL;
+    md[0] = "authorization";
+    md[1] = l->bearer;
+    md[2] = NULL;
+    return md;
+}
+
+static void set_secret(link_t *l, const char *secret)
+{
+    snprintf(l->secret, sizeof l->secret, "%s", secret);
+    if (secret[0]) snprintf(l->bearer, sizeof l->bearer, "Bearer %s", secret);
+    else l->bearer[0] = 0;
+}
+
+static call_outcome register_once(link_t *l, int *secret_refused);
+
 static call_outcome do_register(link_t *l)
 {
+    int refused = 0;
+    call_outcome oc = register_once(l, &refused);
+    if (refused && l->enroll_token[0]) {
+        log_info("link.reenroll", "node=%s msg=\"registering with the enrollment token again\"", l->node_id);
+        oc = register_once(l, &refused);
+    }
+    return oc;
+}
+
+static call_outcome register_once(link_t *l, int *secret_refused)
+{
+    *secret_refused = 0;
+    /* the secret when we have one, else the enrollment token (when configured) */
+    int enrolling = !l->secret[0] && l->enroll_token[0];
+    char enroll_bearer[600];
+    const char *md[3];
+    const char *const *mdp = auth_md(l, md);
+    if (enrolling) {
+        snprintf(enroll_bearer, sizeof enroll_bearer, "Bearer %s", l->enroll_token);
+        md[0] = "authorization";
+        md[1] = enroll_bearer;
+        md[2] = NULL;
+        mdp = md;
+    }
     Manager__RegisterNodeRequest req = MANAGER__REGISTER_NODE_REQUEST__INIT;
     req.node_id = l->node_id;
     req.hostname = l->hostname;
@@ -181,12 +231,34 @@ static call_outcome do_register(link_t *l)
     pthread_mutex_unlock(&l->mu);
     req.n_labels = n;
     req.labels = ptrs;
-    rpc_call_opts o = {.timeout_ms = l->timeout_ms};
+    rpc_call_opts o = {.timeout_ms = l->timeout_ms, .metadata = mdp};
     rpc_result res;
     ProtobufCMessage *m = NULL;
     rpc_call_unary(l->ch, "/manager.ManagerService/RegisterNode", &req.base, &manager__register_node_response__descriptor, &m, &o, &res);
     Manager__RegisterNodeResponse *r = (Manager__RegisterNodeResponse *)m;
     call_outcome oc = outcome(&res, r ? r->success : 0, r ? r->message : NULL);
+    if (oc == CALL_OK && r->node_secret && r->node_secret[0]) {
+        char err[512];
+        if (nodesecret_save(l->secret_path, r->node_secret, err, sizeof err) != 0)
+            log_error("link.secret_save_failed", "node=%s error=\"%s\" msg=\"the secret holds until the daemon stops\"", l->node_id, err);
+        else
+            log_info("link.enrolled", "node=%s secret_file=%s", l->node_id, l->secret_path);
+        set_secret(l, r->node_secret);
+    }
+    if (res.code == RPC_UNAUTHENTICATED) {
+        char q[600], err[512];
+        if (l->secret[0]) {
+            /* deleted or replaced on the manager: never send it again */
+            *secret_refused = 1;
+            log_warn("link.secret_refused", "node=%s manager=%s msg=%s action=%s", l->node_id, rpc_channel_target(l->ch),
+                     log_quote(q, sizeof q, res.message), l->enroll_token[0] ? "re-enroll" : "none (no enrollment token configured)");
+            set_secret(l, "");
+            if (nodesecret_forget(l->secret_path, err, sizeof err) != 0) log_warn("link.secret_forget_failed", "error=\"%s\"", err);
+        } else {
+            log_error("link.enrollment_refused", "node=%s manager=%s msg=%s", l->node_id, rpc_channel_target(l->ch),
+                      log_quote(q, sizeof q, res.message));
+        }
+    }
     if (oc == CALL_OK) {
         if (r->heartbeat_interval_seconds > 0) l->heartbeat_ms = r->heartbeat_interval_seconds * 1000;
         log_info("link.registered", "node=%s manager=%s heartbeat_ms=%lld", l->node_id, rpc_channel_target(l->ch), (long long)l->heartbeat_ms);
@@ -207,7 +279,8 @@ static call_outcome do_heartbeat(link_t *l)
     Manager__HeartbeatRequest req = MANAGER__HEARTBEAT_REQUEST__INIT;
     req.node_id = l->node_id;
     req.timestamp = wall_ms() / 1000;
-    rpc_call_opts o = {.timeout_ms = l->timeout_ms};
+    const char *md[3];
+    rpc_call_opts o = {.timeout_ms = l->timeout_ms, .metadata = auth_md(l, md)};
     rpc_result res;
     ProtobufCMessage *m = NULL;
     rpc_call_unary(l->ch, "/manager.ManagerService/Heartbeat", &req.base, &manager__heartbeat_response__descriptor, &m, &o, &res);
@@ -245,7 +318,8 @@ static call_outcome do_sync(link_t *l)
     }
     req.n_states = n;
     req.states = ptrs;
-    rpc_call_opts o = {.timeout_ms = l->timeout_ms, .idempotent = 1};
+    const char *md[3];
+    rpc_call_opts o = {.timeout_ms = l->timeout_ms, .idempotent = 1, .metadata = auth_md(l, md)};
     rpc_result res;
     ProtobufCMessage *m = NULL;
     rpc_call_unary(l->ch, "/proto.DaemonService/SyncAgentStates", &req.base, &proto__sync_agent_states_response__descriptor, &m, &o, &res);
@@ -283,7 +357,8 @@ static call_outcome send_one(link_t *l, int *empty)
         spool_remove(l->spool, seq);
         return CALL_OK;
     }
-    rpc_call_opts o = {.timeout_ms = l->timeout_ms};
+    const char *md[3];
+    rpc_call_opts o = {.timeout_ms = l->timeout_ms, .metadata = auth_md(l, md)};
     rpc_result res;
     ProtobufCMessage *m = NULL;
     rpc_call_unary(l->ch, "/manager.ManagerService/ReportMetrics", &req->base, &manager__report_metrics_response__descriptor, &m, &o, &res);
@@ -504,6 +579,12 @@ link_t *link_start(const link_opts *o, char *err, size_t errlen)
     int any = !gh || !*gh || !strcmp(gh, "0.0.0.0") || !strcmp(gh, "::") || !strcmp(gh, "[::]");
     snprintf(l->address, sizeof l->address, "%s:%d", any ? l->ip : gh, o->daemon_port);
     copy_labels(l, cfg);
+    snprintf(l->secret_path, sizeof l->secret_path, "%s", cfg->manager.secret_file ? cfg->manager.secret_file : "");
+    if (nodesecret_enrollment_token(&cfg->manager, l->enroll_token, sizeof l->enroll_token, err, errlen) < 0) goto fail;
+    char secret[256], serr[512];
+    int have = l->secret_path[0] ? nodesecret_load(l->secret_path, secret, sizeof secret, serr, sizeof serr) : 0;
+    if (have < 0) log_warn("link.secret_unreadable", "node=%s error=\"%s\"", l->node_id, serr);
+    if (have > 0) set_secret(l, secret);
 
     rpc_client_opts co;
     memset(&co, 0, sizeof co);

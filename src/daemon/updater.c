@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "daemon/nodesecret.h"
 #include "daemon/verify.h"
 #include "manager.pb-c.h"
 #include "rpc/client.h"
@@ -34,6 +35,7 @@ struct updr {
     void (*on_self_update)(void *, const char *);
     void *user;
     char state_dir[PATH_MAX], results_dir[PATH_MAX], last_path[PATH_MAX], exe_path[PATH_MAX];
+    char secret_path[PATH_MAX]; /* node_auth token mode: link.c keeps the node secret there */
     rpc_channel *ch;
     int64_t reconnect_ms, timeout_ms;
     unsigned rng;
@@ -556,6 +558,19 @@ static int64_t backoff_ms(updr *u, int attempt)
     return (int64_t)((double)rand_r(&u->rng) / RAND_MAX * (double)ceil);
 }
 
+/* "authorization: Bearer <node secret>" metadata when link.c has enrolled us (read each time:
+ * the secret changes when the node enrolls again); NULL otherwise. */
+static const char *const *secret_md(updr *u, char *bearer, size_t n, const char *md[3])
+{
+    char secret[256], err[256];
+    if (!u->secret_path[0] || nodesecret_load(u->secret_path, secret, sizeof secret, err, sizeof err) != 1) return NULL;
+    snprintf(bearer, n, "Bearer %s", secret);
+    md[0] = "authorization";
+    md[1] = bearer;
+    md[2] = NULL;
+    return md;
+}
+
 static void *stream_main(void *arg)
 {
     updr *u = arg;
@@ -572,7 +587,9 @@ static void *stream_main(void *arg)
         req.last_event_id = after;
         rpc_stream *st = NULL;
         rpc_result res;
-        rpc_call_opts co = {.timeout_ms = 0};
+        char bearer[300];
+        const char *md[3];
+        rpc_call_opts co = {.timeout_ms = 0, .metadata = secret_md(u, bearer, sizeof bearer, md)};
         int got = 0;
         if (rpc_stream_open(u->ch, SUBSCRIBE, &req.base, &co, &st, &res) == 0) {
             pthread_mutex_lock(&u->mu);
@@ -651,7 +668,9 @@ static int send_results(updr *u)
         req.message = nl ? nl + 1 : "";
         ProtobufCMessage *resp = NULL;
         rpc_result res;
-        rpc_call_opts co = {.timeout_ms = u->timeout_ms, .idempotent = 1};
+        char bearer[300];
+        const char *md[3];
+        rpc_call_opts co = {.timeout_ms = u->timeout_ms, .idempotent = 1, .metadata = secret_md(u, bearer, sizeof bearer, md)};
         int code = rpc_call_unary(u->ch, REPORT, &req.base, &manager__event_result_response__descriptor, &resp, &co, &res);
         if (resp) protobuf_c_message_free_unpacked(resp, NULL);
         if (code == RPC_OK || code == RPC_NOT_FOUND || code == RPC_INVALID_ARGUMENT) {
@@ -782,6 +801,7 @@ updr *updr_start(const updr_opts *o, char *err, size_t errlen)
         u->last_id = strtoull(buf, NULL, 10);
     }
     take_config(u, cfg);
+    snprintf(u->secret_path, sizeof u->secret_path, "%s", cfg->manager.secret_file ? cfg->manager.secret_file : "");
     if (o->no_stream) return u;
 
     rpc_client_opts co;

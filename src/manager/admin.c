@@ -832,6 +832,7 @@ int admin_listen(admin *a, const rpc_server_opts *opts, char *err, size_t errlen
     if (!s) return -1;
     if (rpc_server_add_methods(s, a->methods, N_METHODS, err, errlen) != 0 ||
         (a->o.reflection && rpc_reflection_register(s, a->o.reflection, err, errlen) != 0) ||
+        (a->o.n_more_methods && rpc_server_add_methods(s, a->o.more_methods, a->o.n_more_methods, err, errlen) != 0) ||
         rpc_server_start(s, err, errlen) != 0) {
         rpc_server_free(s);
         return -1;

@@ -33,6 +33,10 @@ typedef struct admin_opts {
     const auth *auth;
     /* admin_listen()'s server answers server reflection from it too (borrowed; NULL: none). */
     const rpc_reflection *reflection;
+    /* more AdminService rows served by other parts (admin_enroll.h), added to admin_listen()'s
+     * server too; borrowed, must outlive a. admin_methods() does not include them. */
+    const rpc_method *more_methods;
+    size_t n_more_methods;
 } admin_opts;
 
 /* Request limits and defaults. */

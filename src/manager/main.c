@@ -11,7 +11,10 @@
 #include "base/log.h"
 #include "base/prom.h"
 #include "manager/admin.h"
+#include "manager/abuse.h"
+#include "manager/admin_enroll.h"
 #include "manager/auth.h"
+#include "manager/nodeauth.h"
 #include "manager/events.h"
 #include "base/sdnotify.h"
 #include "manager/liveness.h"
@@ -78,6 +81,36 @@ static int start_admin_parts(const mconfig *cfg, evhub **hub, auth **tokens)
     }
     if (!cfg->admin.n_tokens)
         log_warn("admin.no_tokens", "msg=\"no admin.tokens in the config: AdminService refuses every call (UNAUTHENTICATED)\"");
+    return 0;
+}
+
+/* node_auth and the abuse limits (RegisterNode rate, refusal log). */
+static int start_node_auth(const mconfig *cfg, store *st, abuse **ab, nodeauth **na)
+{
+    char err[512];
+    abuse_opts ao = {.register_rate = (double)cfg->limits.register_per_minute / 60.0,
+                     .register_burst = (double)cfg->limits.register_burst,
+                     .log_interval_ms = cfg->limits.refusal_log_interval_ms};
+    if (!(*ab = abuse_new(&ao, err, sizeof err))) return -1;
+    nodeauth_opts no = {.store = st, .abuse = *ab};
+    nodeauth_parse_mode(cfg->node_auth.mode, &no.mode); /* mconfig checked it */
+    nodeauth_allow *al = calloc(cfg->node_auth.n_allow ? cfg->node_auth.n_allow : 1, sizeof *al);
+    if (!al) return -1;
+    for (size_t i = 0; i < cfg->node_auth.n_allow; i++)
+        al[i] = (nodeauth_allow){cfg->node_auth.allow[i].identity, (const char *const *)cfg->node_auth.allow[i].node_ids,
+                                 cfg->node_auth.allow[i].n_node_ids};
+    no.allow = al;
+    no.n_allow = cfg->node_auth.n_allow;
+    *na = nodeauth_new(&no, err, sizeof err);
+    free(al);
+    if (!*na) {
+        log_error("manager.node_auth_failed", "error=\"%s\"", err);
+        return -1;
+    }
+    if (no.mode == NODEAUTH_NONE)
+        log_warn("node_auth.none", "msg=\"node_auth.mode is none: anyone who reaches the port may speak for any node\"");
+    else
+        log_info("node_auth.mode", "mode=%s allow=%zu", nodeauth_mode_name(no.mode), no.n_allow);
     return 0;
 }
 
@@ -171,6 +204,9 @@ int main(int argc, char **argv)
     auth *tokens = NULL;
     admin *adm = NULL;
     rpc_method *extra = NULL;
+    abuse *ab = NULL;
+    nodeauth *nauth = NULL;
+    admin_enroll *enroll = NULL;
     sdn *sd = sdn_new(NULL, NULL, err, sizeof err); /* systemd: READY, STATUS, watchdog */
     if (!sd) {
         log_error("manager.sdnotify_failed", "error=\"%s\"", err);
@@ -238,7 +274,17 @@ int main(int argc, char **argv)
         goto out;
     }
     mo.reflection = refl;
-    upd_opts uo = {.store = st};
+    if (start_node_auth(cfg, st, &ab, &nauth) != 0) goto out;
+    mo.auth = nauth;
+    mo.abuse = ab;
+    mo.limits = (mservice_limits){.max_metrics = (size_t)cfg->limits.max_metrics_per_report,
+                                  .max_values = (size_t)cfg->limits.max_values_per_metric,
+                                  .max_labels = (size_t)cfg->limits.max_labels,
+                                  .max_string = (size_t)cfg->limits.max_string_bytes,
+                                  .max_agents = (size_t)cfg->limits.max_agents_per_sync};
+    /* every update stream holds a server thread: room for them and the slow calls */
+    mo.max_streams = (int)cfg->limits.max_update_streams + 1024;
+    upd_opts uo = {.store = st, .auth = nauth, .abuse = ab, .max_streams = (int)cfg->limits.max_update_streams};
     updates = upd_new(&uo, err, sizeof err);
     if (!updates) {
         log_error("manager.updates_failed", "error=\"%s\"", err);
@@ -246,7 +292,11 @@ int main(int argc, char **argv)
     }
     mo.metrics = metrics;
     mo.hub = hub;
-    admin_opts ao = {.store = st, .live = live, .pool = daemons, .hub = hub, .auth = tokens, .reflection = refl};
+    if (!(enroll = admin_enroll_new(st, tokens, err, sizeof err))) goto out;
+    size_t n_enr = 0;
+    const rpc_method *enr_m = admin_enroll_methods(enroll, &n_enr);
+    admin_opts ao = {.store = st, .live = live, .pool = daemons, .hub = hub, .auth = tokens,
+                     .reflection = refl, .more_methods = enr_m, .n_more_methods = n_enr};
     if (!(adm = admin_new(&ao, err, sizeof err))) {
         log_error("manager.admin_failed", "error=\"%s\"", err);
         goto out;
@@ -256,11 +306,13 @@ int main(int argc, char **argv)
     size_t n_upd = 0, n_adm = 0;
     const rpc_method *upd_m = upd_methods(updates, &n_upd);
     const rpc_method *adm_m = cfg->admin.listen[0] ? NULL : admin_methods(adm, &n_adm);
-    if (!(extra = calloc(n_upd + n_adm, sizeof *extra))) goto out;
+    if (!n_adm) n_enr = 0; /* served on admin.listen with the rest of AdminService */
+    if (!(extra = calloc(n_upd + n_adm + n_enr, sizeof *extra))) goto out;
     memcpy(extra, upd_m, n_upd * sizeof *extra);
     if (n_adm) memcpy(extra + n_upd, adm_m, n_adm * sizeof *extra);
+    if (n_enr) memcpy(extra + n_upd + n_adm, enr_m, n_enr * sizeof *extra);
     mo.extra_methods = extra;
-    mo.n_extra_methods = n_upd + n_adm;
+    mo.n_extra_methods = n_upd + n_adm + n_enr;
     if (cfg->admin.listen[0] && admin_start_listener(adm, cfg, &mo, metrics) != 0) goto out;
     svc = mservice_start(&mo, err, sizeof err);
     if (!svc) {
@@ -310,7 +362,10 @@ out:
     mmetrics_free(metrics); /* after the servers: their observers count until the end */
     free(extra);
     admin_free(adm);
+    admin_enroll_free(enroll);
     auth_free(tokens);
+    nodeauth_free(nauth);
+    abuse_free(ab);
     pool_free(daemons);
     retention_stop(ret);
     liveness_free(live); /* flushes last_seen of every node */

@@ -60,7 +60,12 @@ struct raw_admin {
     unsigned tokens_count;
 };
 
+struct raw_node_auth;
+struct raw_limits;
+
 struct raw {
+    struct raw_node_auth *node_auth;
+    struct raw_limits *limits;
     struct raw_prometheus *prometheus;
     struct raw_grpc *grpc;
     struct raw_database *database;
@@ -145,7 +150,61 @@ static const cyaml_schema_field_t admin_fields[] = {
     CYAML_FIELD_END,
 };
 
+/* node_auth and limits */
+struct raw_allow {
+    char *identity;
+    char **nodes;
+    unsigned nodes_count;
+};
+
+struct raw_node_auth {
+    char *mode;
+    struct raw_allow *allow;
+    unsigned allow_count;
+};
+
+struct raw_limits {
+    char *max_metrics_per_report, *max_values_per_metric, *max_labels, *max_string_bytes;
+    char *max_agents_per_sync, *max_update_streams, *register_per_minute, *register_burst;
+    char *refusal_log_interval;
+};
+
+static const cyaml_schema_value_t node_id_schema = {
+    CYAML_VALUE_STRING(CYAML_FLAG_POINTER, char, 0, CYAML_UNLIMITED),
+};
+
+static const cyaml_schema_field_t allow_fields[] = {
+    STR("identity", struct raw_allow, identity),
+    CYAML_FIELD_SEQUENCE("nodes", OPT, struct raw_allow, nodes, &node_id_schema, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_value_t allow_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, struct raw_allow, allow_fields),
+};
+
+static const cyaml_schema_field_t node_auth_fields[] = {
+    STR("mode", struct raw_node_auth, mode),
+    CYAML_FIELD_SEQUENCE("allow", OPT, struct raw_node_auth, allow, &allow_schema, 0, CYAML_UNLIMITED),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t limits_fields[] = {
+    STR("max_metrics_per_report", struct raw_limits, max_metrics_per_report),
+    STR("max_values_per_metric", struct raw_limits, max_values_per_metric),
+    STR("max_labels", struct raw_limits, max_labels),
+    STR("max_string_bytes", struct raw_limits, max_string_bytes),
+    STR("max_agents_per_sync", struct raw_limits, max_agents_per_sync),
+    STR("max_update_streams", struct raw_limits, max_update_streams),
+    STR("register_per_minute", struct raw_limits, register_per_minute),
+    STR("register_burst", struct raw_limits, register_burst),
+    STR("refusal_log_interval", struct raw_limits, refusal_log_interval),
+    CYAML_FIELD_END,
+};
+
 static const cyaml_schema_field_t top_fields[] = {
+    CYAML_FIELD_MAPPING_PTR("node_auth", OPT, struct raw, node_auth, node_auth_fields),
+    CYAML_FIELD_MAPPING_PTR("limits", OPT, struct raw, limits, limits_fields),
     CYAML_FIELD_MAPPING_PTR("prometheus", OPT, struct raw, prometheus, prometheus_fields),
     CYAML_FIELD_MAPPING_PTR("grpc", OPT, struct raw, grpc, grpc_fields),
     CYAML_FIELD_MAPPING_PTR("database", OPT, struct raw, database, database_fields),
@@ -304,6 +363,119 @@ static void admin_section(checker *ck, const struct raw_admin *a, mconfig *c)
     }
 }
 
+/* "FILE: line N: key: problem (got ...)" when the value is found after anchor, else bad(). */
+static void bad_at(checker *ck, const char *anchor, const char *key, const char *got,
+                   const char *problem, const char *expected)
+{
+    if (ck->failed) return;
+    int line = line_of(ck, anchor, got);
+    if (!line) {
+        bad(ck, key, got ? got : "", problem, "%s", expected);
+        return;
+    }
+    ck->failed = 1;
+    snprintf(ck->err, ck->errlen, "%s: line %d: %s: %s (got '%s', expected %s)", ck->name, line,
+             key, problem, got, expected);
+}
+
+static void count(checker *ck, const char *key, const char *v, int64_t def, int64_t max,
+                  int64_t *out)
+{
+    *out = def;
+    if (!v) return;
+    char *end = NULL;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    char expected[64];
+    snprintf(expected, sizeof expected, "a whole number from 1 to %lld", (long long)max);
+    if (errno || end == v || *end || n < 1 || n > max) bad_at(ck, "limits:", key, v, "out of range", expected);
+    else *out = n;
+}
+
+static void security_sections(checker *ck, const struct raw_node_auth *na,
+                              const struct raw_limits *l, mconfig *c)
+{
+    c->node_auth.mode = dup_or(ck, na ? na->mode : NULL, "none");
+    if (!c->node_auth.mode) return;
+    int mtls = !strcmp(c->node_auth.mode, "mtls");
+    if (strcmp(c->node_auth.mode, "none") && !mtls && strcmp(c->node_auth.mode, "token"))
+        bad_at(ck, "node_auth:", "node_auth.mode", c->node_auth.mode, "unknown mode", "none, mtls or token");
+    if (mtls && !(c->grpc.tls.enabled && c->grpc.tls.require_client_cert))
+        bad_at(ck, "node_auth:", "node_auth.mode", "mtls", "needs client certificates",
+               "grpc.tls.enabled and grpc.tls.require_client_cert true");
+    size_t n = na ? na->allow_count : 0;
+    if (n && !mtls)
+        bad_at(ck, "node_auth:", "node_auth.allow", na->allow[0].identity, "only used with mode mtls",
+               "no allow list, or node_auth.mode: mtls");
+    if (n && !(c->node_auth.allow = calloc(n, sizeof *c->node_auth.allow))) n = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct raw_allow *a = &na->allow[i];
+        mconfig_node_allow *o = &c->node_auth.allow[c->node_auth.n_allow++];
+        o->identity = dup_or(ck, a->identity, "");
+        char key[64];
+        snprintf(key, sizeof key, "node_auth.allow[%zu].identity", i);
+        if (o->identity && !*o->identity) bad(ck, key, "", "is required", "%s", "a certificate identity (its DNS SAN or CN)");
+        if (!a->nodes_count) {
+            snprintf(key, sizeof key, "node_auth.allow[%zu].nodes", i);
+            bad_at(ck, "allow:", key, o->identity, "is empty", "the node ids this identity may speak for");
+        }
+        if (a->nodes_count && !(o->node_ids = calloc(a->nodes_count, sizeof *o->node_ids))) continue;
+        for (unsigned k = 0; k < a->nodes_count; k++) {
+            o->node_ids[o->n_node_ids] = dup_or(ck, a->nodes[k], "");
+            if (o->node_ids[o->n_node_ids]) o->n_node_ids++;
+        }
+    }
+    static const struct raw_limits no_limits;
+    if (!l) l = &no_limits;
+    mconfig_limits *m = &c->limits;
+    count(ck, "limits.max_metrics_per_report", l->max_metrics_per_report, 1000, 1000000, &m->max_metrics_per_report);
+    count(ck, "limits.max_values_per_metric", l->max_values_per_metric, 1000, 1000000, &m->max_values_per_metric);
+    count(ck, "limits.max_labels", l->max_labels, 64, 10000, &m->max_labels);
+    count(ck, "limits.max_string_bytes", l->max_string_bytes, 256, 65536, &m->max_string_bytes);
+    count(ck, "limits.max_agents_per_sync", l->max_agents_per_sync, 1000, 1000000, &m->max_agents_per_sync);
+    count(ck, "limits.max_update_streams", l->max_update_streams, 10000, 1000000, &m->max_update_streams);
+    count(ck, "limits.register_per_minute", l->register_per_minute, 60, 6000000, &m->register_per_minute);
+    count(ck, "limits.register_burst", l->register_burst, 20, 1000000, &m->register_burst);
+    duration(ck, "limits.refusal_log_interval", l->refusal_log_interval, 60000, 1, &m->refusal_log_interval_ms);
+}
+
+static void security_free(mconfig *c)
+{
+    free(c->node_auth.mode);
+    for (size_t i = 0; i < c->node_auth.n_allow; i++) {
+        free(c->node_auth.allow[i].identity);
+        for (size_t k = 0; k < c->node_auth.allow[i].n_node_ids; k++) free(c->node_auth.allow[i].node_ids[k]);
+        free(c->node_auth.allow[i].node_ids);
+    }
+    free(c->node_auth.allow);
+}
+
+static void put_str(FILE *f, const char *s);
+static const char *dur(int64_t ms, char *buf, size_t n);
+
+static void security_dump(FILE *f, const mconfig *c)
+{
+    fprintf(f, "node_auth:\n  mode: %s\n  allow:%s\n", c->node_auth.mode, c->node_auth.n_allow ? "" : " []");
+    for (size_t i = 0; i < c->node_auth.n_allow; i++) {
+        fprintf(f, "    - identity: ");
+        put_str(f, c->node_auth.allow[i].identity);
+        fprintf(f, "\n      nodes:\n");
+        for (size_t k = 0; k < c->node_auth.allow[i].n_node_ids; k++) {
+            fprintf(f, "        - ");
+            put_str(f, c->node_auth.allow[i].node_ids[k]);
+            fputc('\n', f);
+        }
+    }
+    const mconfig_limits *m = &c->limits;
+    char b[32];
+    fprintf(f, "limits:\n  max_metrics_per_report: %lld\n  max_values_per_metric: %lld\n  max_labels: %lld\n"
+               "  max_string_bytes: %lld\n  max_agents_per_sync: %lld\n  max_update_streams: %lld\n"
+               "  register_per_minute: %lld\n  register_burst: %lld\n  refusal_log_interval: %s\n",
+            (long long)m->max_metrics_per_report, (long long)m->max_values_per_metric, (long long)m->max_labels,
+            (long long)m->max_string_bytes, (long long)m->max_agents_per_sync, (long long)m->max_update_streams,
+            (long long)m->register_per_minute, (long long)m->register_burst, dur(m->refusal_log_interval_ms, b, sizeof b));
+}
+
 static void apply(checker *ck, const struct raw *r, mconfig *c)
 {
     static const struct raw_grpc no_grpc;
@@ -415,6 +587,7 @@ static void apply(checker *ck, const struct raw *r, mconfig *c)
         prom_parse_listen(c->prometheus.listen, host, sizeof host, &port, why, sizeof why) != 0)
         bad(ck, "prometheus.listen", c->prometheus.listen, "not host:port", "e.g. 127.0.0.1:9190 or [::1]:9190");
     admin_section(ck, r ? r->admin : NULL, c);
+    security_sections(ck, r ? r->node_auth : NULL, r ? r->limits : NULL, c);
 }
 
 /* An empty file (or only comments) is a valid config made of defaults; libcyaml refuses it. */
@@ -495,6 +668,7 @@ void mconfig_free(mconfig *c)
         free(c->admin.tokens[i].sha256);
     }
     free(c->admin.tokens);
+    security_free(c);
     free(c);
 }
 
@@ -564,6 +738,7 @@ char *mconfig_dump_yaml(const mconfig *c)
         fprintf(f, "\n      role: %s\n      sha256: %s\n", c->admin.tokens[i].role,
                 c->admin.tokens[i].sha256);
     }
+    security_dump(f, c);
     if (fclose(f) != 0) {
         free(text);
         return NULL;

@@ -73,6 +73,32 @@ typedef struct mconfig_admin {
     size_t n_tokens;
 } mconfig_admin;
 
+/* node_auth: how nodes prove who they are (manager/nodeauth.h). */
+typedef struct mconfig_node_allow {
+    char *identity;  /* a client certificate identity (first DNS SAN, else CN) */
+    char **node_ids; /* the node ids it may speak for besides its own */
+    size_t n_node_ids;
+} mconfig_node_allow;
+
+typedef struct mconfig_node_auth {
+    char *mode;                 /* "none" (default), "mtls" (needs grpc.tls.require_client_cert) or "token" */
+    mconfig_node_allow *allow;  /* mtls only */
+    size_t n_allow;
+} mconfig_node_auth;
+
+/* limits: caps against abusive or broken callers (every one > 0). */
+typedef struct mconfig_limits {
+    int64_t max_metrics_per_report;  /* MetricData in one ReportMetrics; default 1000 */
+    int64_t max_values_per_metric;   /* values in one MetricData; default 1000 */
+    int64_t max_labels;              /* labels of one node; default 64 */
+    int64_t max_string_bytes;        /* node_id, metric types and keys, label keys and values; default 256 */
+    int64_t max_agents_per_sync;     /* AgentStates in one SyncAgentStates; default 1000 */
+    int64_t max_update_streams;      /* concurrent SubscribeUpdates streams; default 10000 */
+    int64_t register_per_minute;     /* RegisterNode calls per peer address per minute; default 60 */
+    int64_t register_burst;          /* RegisterNode calls a peer may make at once; default 20 */
+    int64_t refusal_log_interval_ms; /* one refusal line per peer and kind per interval; default 1m */
+} mconfig_limits;
+
 typedef struct mconfig {
     char *source; /* the file it came from, or "(defaults)" */
     mconfig_grpc grpc;
@@ -82,6 +108,8 @@ typedef struct mconfig {
     mconfig_log log;
     mconfig_prometheus prometheus;
     mconfig_admin admin;
+    mconfig_node_auth node_auth;
+    mconfig_limits limits;
 } mconfig;
 
 /* Loads path; path NULL gives the defaults. Returns 0 with *out, or -1 with err. */

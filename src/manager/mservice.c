@@ -4,6 +4,8 @@
 #include "manager/mservice.h"
 
 #include <math.h>
+#include <stdarg.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,9 @@ struct mservice {
     int64_t hb_s, metrics_s;
     mmetrics *metrics;
     evhub *hub;
+    nodeauth *auth;
+    abuse *abuse;
+    mservice_limits lim;
     rpc_method methods[12];
 };
 
@@ -61,14 +66,57 @@ static int store_unavailable(rpc_ctx *c, const char *err)
     return rpc_ctx_errorf(c, RPC_UNAVAILABLE, "%s", err);
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A request over a limit: the status names the field and the limit; the log gets one line per
+ * peer and kind per interval (abuse.h), not one per call. */
+__attribute__((format(printf, 4, 5)))
+static int over_limit(mservice *m, rpc_ctx *c, int code, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    uint64_t held = 0;
+    char kind[160]; /* one line per peer, method and code per interval */
+    snprintf(kind, sizeof kind, "%s %s", rpc_ctx_method(c), rpc_code_name(code));
+    rpc_ctx_quiet_log(c);
+    if (!m->abuse || abuse_note(m->abuse, rpc_ctx_peer(c), kind, mono_ms(), &held)) {
+        char q[700];
+        log_warn("request.refused", "method=%s peer=%s code=%s held=%llu reason=%s trace_id=%s", rpc_ctx_method(c), rpc_ctx_peer(c),
+                 rpc_code_name(code), (unsigned long long)held, log_quote(q, sizeof q, msg), rpc_ctx_trace_id(c));
+    }
+    return rpc_ctx_errorf(c, code, "%s", msg);
+}
+
+/* node_id: required, UTF-8, within the string limit. */
+static int check_node_id(mservice *m, rpc_ctx *c, const char *id)
+{
+    if (!id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "node_id is required");
+    if (strlen(id) > m->lim.max_string)
+        return over_limit(m, c, RPC_INVALID_ARGUMENT, "node_id is longer than %zu bytes (limits.max_string_bytes)", m->lim.max_string);
+    if (!utf8_ok(id)) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "node_id is not valid UTF-8");
+    return RPC_OK;
+}
+
+#define CHECK(call) do { int rc_ = (call); if (rc_ != RPC_OK) return rc_; } while (0)
+
 static int register_node(rpc_ctx *c, const void *reqv, void *respv, void *user)
 {
     mservice *m = user;
     const Manager__RegisterNodeRequest *req = reqv;
     Manager__RegisterNodeResponse *resp = respv;
-    if (!req->node_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "node_id is required");
+    /* before anything that costs: the enrollment check reaches the store */
+    if (m->abuse && !abuse_allow_register(m->abuse, rpc_ctx_peer(c), mono_ms()))
+        return over_limit(m, c, RPC_RESOURCE_EXHAUSTED, "too many RegisterNode calls from this address (limits.register_per_minute)");
+    CHECK(check_node_id(m, c, req->node_id));
     if (!req->hostname[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "hostname is required");
-    CHECK_UTF8(c, "node_id", req->node_id);
     CHECK_UTF8(c, "hostname", req->hostname);
     CHECK_UTF8(c, "ip", req->ip);
     CHECK_UTF8(c, "os", req->os);
@@ -76,18 +124,21 @@ static int register_node(rpc_ctx *c, const void *reqv, void *respv, void *user)
     CHECK_UTF8(c, "daemon_version", req->daemon_version);
     CHECK_UTF8(c, "agent_version", req->agent_version);
     CHECK_UTF8(c, "daemon_address", req->daemon_address);
-    if (req->n_labels > MSVC_MAX_LABELS)
-        return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "labels: %zu labels, at most %d allowed", req->n_labels, MSVC_MAX_LABELS);
+    if (req->n_labels > m->lim.max_labels)
+        return over_limit(m, c, RPC_INVALID_ARGUMENT, "labels: %zu labels, at most %zu allowed (limits.max_labels)", req->n_labels,
+                          m->lim.max_labels);
     store_kv *kv = rpc_ctx_alloc(c, (req->n_labels ? req->n_labels : 1) * sizeof *kv);
     for (size_t i = 0; i < req->n_labels; i++) {
         const char *k = req->labels[i]->key, *v = req->labels[i]->value;
         if (!k[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "labels: empty key");
-        if (strlen(k) > MSVC_MAX_LABEL_BYTES || strlen(v) > MSVC_MAX_LABEL_BYTES)
-            return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "labels[%s]: keys and values are at most %d bytes", utf8_ok(k) ? k : "?",
-                                  MSVC_MAX_LABEL_BYTES);
+        if (strlen(k) > m->lim.max_string || strlen(v) > m->lim.max_string)
+            return over_limit(m, c, RPC_INVALID_ARGUMENT, "labels[%.64s]: keys and values are at most %zu bytes (limits.max_string_bytes)",
+                              utf8_ok(k) ? k : "?", m->lim.max_string);
         if (!utf8_ok(k) || !utf8_ok(v)) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "labels: key or value is not valid UTF-8");
         kv[i] = (store_kv){k, v};
     }
+    const char *secret = NULL;
+    CHECK(nodeauth_register(m->auth, c, req->node_id, &secret));
     store_node_in n = {.node_id = req->node_id, .hostname = req->hostname, .ip = req->ip, .os = req->os, .arch = req->arch,
                        .labels = kv, .n_labels = req->n_labels, .daemon_version = req->daemon_version,
                        .agent_version = req->agent_version, .daemon_address = req->daemon_address};
@@ -101,6 +152,10 @@ static int register_node(rpc_ctx *c, const void *reqv, void *respv, void *user)
         resp->message = rpc_ctx_sprintf(c, "cannot store the node: %s", err);
         return RPC_OK;
     }
+    if (secret && nodeauth_commit(m->auth, req->node_id, secret, err, sizeof err) != 0) {
+        log_error("node.register_failed", "node=%s error=\"%s\" trace_id=%s", req->node_id, err, rpc_ctx_trace_id(c));
+        return rpc_ctx_errorf(c, RPC_UNAVAILABLE, "cannot store the node secret: %s", err);
+    }
     liveness_register(m->live, req->node_id, now);
     evhub_publish(m->hub, "node.registered", req->node_id, "", "online", "", req->daemon_address);
     log_info("node.registered", "node=%s hostname=%s ip=%s address=%s labels=%zu trace_id=%s", req->node_id, req->hostname, req->ip,
@@ -109,6 +164,7 @@ static int register_node(rpc_ctx *c, const void *reqv, void *respv, void *user)
     resp->message = rpc_ctx_strdup(c, "registered");
     resp->heartbeat_interval_seconds = m->hb_s;
     resp->metrics_interval_seconds = m->metrics_s;
+    if (secret) resp->node_secret = (char *)secret;
     return RPC_OK;
 }
 
@@ -117,7 +173,8 @@ static int heartbeat(rpc_ctx *c, const void *reqv, void *respv, void *user)
     mservice *m = user;
     const Manager__HeartbeatRequest *req = reqv;
     Manager__HeartbeatResponse *resp = respv;
-    if (!req->node_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "node_id is required");
+    CHECK(check_node_id(m, c, req->node_id));
+    CHECK(nodeauth_check(m->auth, c, req->node_id));
     int64_t now = now_ms(m);
     if (liveness_heartbeat(m->live, req->node_id, now)) {
         resp->success = 1;
@@ -129,8 +186,8 @@ static int heartbeat(rpc_ctx *c, const void *reqv, void *respv, void *user)
         resp->message = rpc_ctx_strdup(c, NOT_REGISTERED);
         return RPC_OK;
     }
-    /* As the original does: an unknown node that heartbeats gets a placeholder row. */
-    CHECK_UTF8(c, "node_id", req->node_id);
+    /* As the original does: an unknown node that heartbeats gets a placeholder row (never
+     * with node_auth on: auto_register is off then). */
     char err[512];
     int created = 0;
     int src = store_upsert_placeholder(m->st, req->node_id, now / 1000, &created, err, sizeof err);
@@ -183,12 +240,22 @@ static int report_metrics(rpc_ctx *c, const void *reqv, void *respv, void *user)
     mservice *m = user;
     const Manager__ReportMetricsRequest *req = reqv;
     Manager__ReportMetricsResponse *resp = respv;
-    if (!req->node_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "node_id is required");
+    CHECK(check_node_id(m, c, req->node_id));
+    CHECK(nodeauth_check(m->auth, c, req->node_id));
+    if (req->n_metrics > m->lim.max_metrics)
+        return over_limit(m, c, RPC_RESOURCE_EXHAUSTED, "metrics: %zu MetricData in one report, at most %zu (limits.max_metrics_per_report)",
+                          req->n_metrics, m->lim.max_metrics);
     int64_t now_s = now_ms(m) / 1000;
     size_t nv = 0;
     for (size_t i = 0; i < req->n_metrics; i++) {
         const Manager__MetricData *d = req->metrics[i];
         if (!d->type[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "metrics[%zu].type is required", i);
+        if (d->n_values > m->lim.max_values)
+            return over_limit(m, c, RPC_RESOURCE_EXHAUSTED, "metrics[%zu].values: %zu values, at most %zu (limits.max_values_per_metric)", i,
+                              d->n_values, m->lim.max_values);
+        if (strlen(d->type) > m->lim.max_string)
+            return over_limit(m, c, RPC_INVALID_ARGUMENT, "metrics[%zu].type is longer than %zu bytes (limits.max_string_bytes)", i,
+                              m->lim.max_string);
         if (!utf8_ok(d->type)) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "metrics[%zu].type is not valid UTF-8", i);
         if (d->timestamp <= 0) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "metrics[%zu].timestamp is required", i);
         if (d->timestamp > now_s + MSVC_MAX_FUTURE_S)
@@ -199,6 +266,9 @@ static int report_metrics(rpc_ctx *c, const void *reqv, void *respv, void *user)
                                       utf8_ok(d->values[k]->key) ? d->values[k]->key : "?");
             if (!d->values[k]->key[0] || !utf8_ok(d->values[k]->key))
                 return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "metrics[%zu].values has an empty or invalid key", i);
+            if (strlen(d->values[k]->key) > m->lim.max_string)
+                return over_limit(m, c, RPC_INVALID_ARGUMENT, "metrics[%zu].values: a key is longer than %zu bytes (limits.max_string_bytes)", i,
+                                  m->lim.max_string);
         }
         nv += d->n_values;
     }
@@ -257,13 +327,21 @@ static int sync_agents(rpc_ctx *c, const void *reqv, void *respv, void *user)
     mservice *m = user;
     const Proto__SyncAgentStatesRequest *req = reqv;
     Proto__SyncAgentStatesResponse *resp = respv;
-    if (!req->node_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "node_id is required");
+    CHECK(check_node_id(m, c, req->node_id));
+    CHECK(nodeauth_check(m->auth, c, req->node_id));
+    if (req->n_states > m->lim.max_agents)
+        return over_limit(m, c, RPC_RESOURCE_EXHAUSTED, "states: %zu agents in one sync, at most %zu (limits.max_agents_per_sync)", req->n_states,
+                          m->lim.max_agents);
     store_agent_in *a = rpc_ctx_alloc(c, (req->n_states ? req->n_states : 1) * sizeof *a);
     for (size_t i = 0; i < req->n_states; i++) {
         const Proto__AgentState *s = req->states[i];
         if (!s->agent_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "states[%zu].agent_id is required", i);
         if (!utf8_ok(s->agent_id) || !utf8_ok(s->status) || !utf8_ok(s->type) || !utf8_ok(s->version))
             return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "states[%zu] has a string that is not valid UTF-8", i);
+        if (strlen(s->agent_id) > m->lim.max_string || strlen(s->status) > m->lim.max_string || strlen(s->type) > m->lim.max_string ||
+            strlen(s->version) > m->lim.max_string)
+            return over_limit(m, c, RPC_INVALID_ARGUMENT, "states[%zu]: agent_id, status, type and version are at most %zu bytes (limits.max_string_bytes)",
+                              i, m->lim.max_string);
         a[i] = (store_agent_in){.agent_id = s->agent_id, .type = s->type, .version = s->version, .status = s->status,
                                 .pid = s->pid, .last_heartbeat = s->last_heartbeat};
     }
@@ -306,7 +384,16 @@ mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen)
     if (!m) { snprintf(err, errlen, "out of memory"); return NULL; }
     m->st = o->store;
     m->live = o->live;
-    m->auto_register = o->auto_register;
+    m->auth = o->auth;
+    m->abuse = o->abuse;
+    /* an unauthenticated heartbeat must never create a node */
+    m->auto_register = o->auto_register && nodeauth_get_mode(o->auth) == NODEAUTH_NONE;
+    m->lim = o->limits;
+    if (!m->lim.max_metrics) m->lim.max_metrics = 1000;
+    if (!m->lim.max_values) m->lim.max_values = 1000;
+    if (!m->lim.max_labels) m->lim.max_labels = MSVC_MAX_LABELS;
+    if (!m->lim.max_string) m->lim.max_string = MSVC_MAX_LABEL_BYTES;
+    if (!m->lim.max_agents) m->lim.max_agents = 1000;
     m->hb_s = o->heartbeat_interval_s;
     m->metrics_s = o->metrics_interval_s;
     m->metrics = o->metrics;
@@ -336,7 +423,7 @@ mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen)
     so.tls = o->tls;
     so.settings = o->settings;
     so.quiet_access_log = o->quiet_access_log;
-    so.max_streams = 4096;
+    so.max_streams = o->max_streams > 0 ? o->max_streams : 4096;
     if (o->metrics) {
         so.observe = mmetrics_observe_rpc;
         so.observe_user = o->metrics;

@@ -15,12 +15,25 @@
 
 #include "manager/events.h"
 #include "manager/liveness.h"
+#include "manager/abuse.h"
 #include "manager/mmetrics.h"
+#include "manager/nodeauth.h"
 #include "manager/store.h"
 #include "rpc/reflection.h"
 #include "rpc/server.h"
 
 typedef struct mservice mservice;
+
+/* Caps on one request (manager.yaml limits); 0 = the default in brackets. Too many items is
+ * RESOURCE_EXHAUSTED (labels: INVALID_ARGUMENT, as before), too long a string INVALID_ARGUMENT;
+ * the message names the field and the limit. */
+typedef struct mservice_limits {
+    size_t max_metrics;     /* MetricData per report [1000] */
+    size_t max_values;      /* values per MetricData [1000] */
+    size_t max_labels;      /* labels per node [MSVC_MAX_LABELS] */
+    size_t max_string;      /* node_id, types, keys, label keys and values [MSVC_MAX_LABEL_BYTES] */
+    size_t max_agents;      /* AgentStates per sync [1000] */
+} mservice_limits;
 
 typedef struct mservice_opts {
     const char *const *listen;
@@ -39,6 +52,10 @@ typedef struct mservice_opts {
      * outlive the service */
     const rpc_method *extra_methods;
     size_t n_extra_methods;
+    nodeauth *auth;               /* NULL: node_auth none; else auto_register is off */
+    abuse *abuse;                 /* NULL: no RegisterNode rate limit, every refusal logged */
+    mservice_limits limits;
+    int max_streams;              /* streaming and slow handler threads; 0 = 4096 */
 } mservice_opts;
 
 mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen);

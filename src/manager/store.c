@@ -292,3 +292,61 @@ void store_update_list_free(store_update_list *l)
     l->items = NULL;
     l->n = 0;
 }
+
+/* ---- node authentication ---------------------------------------------------------------------- */
+
+static int no_auth(const store *s, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "node authentication is not supported by the %s driver", s->drv->name);
+    return -1;
+}
+
+int store_set_node_secret(store *s, const char *node_id, const char *sha256, int64_t now, char *err,
+                          size_t errlen)
+{
+    if (!s->drv->set_node_secret) return no_auth(s, err, errlen);
+    return s->drv->set_node_secret(s, node_id, sha256, now, err, errlen);
+}
+
+int store_get_node_secret(store *s, const char *node_id, char *out, char *err, size_t errlen)
+{
+    if (!s->drv->get_node_secret) return no_auth(s, err, errlen);
+    return s->drv->get_node_secret(s, node_id, out, err, errlen);
+}
+
+int store_add_enroll_token(store *s, const char *name, const char *sha256, int64_t created_at,
+                           int64_t expires_at, int32_t max_uses, char *err, size_t errlen)
+{
+    if (!s->drv->add_enroll_token) return no_auth(s, err, errlen);
+    return s->drv->add_enroll_token(s, name, sha256, created_at, expires_at, max_uses, err, errlen);
+}
+
+int store_use_enroll_token(store *s, const char *sha256, int64_t now, store_enroll_use *use,
+                           char *name, size_t namelen, char *err, size_t errlen)
+{
+    if (!s->drv->use_enroll_token) return no_auth(s, err, errlen);
+    return s->drv->use_enroll_token(s, sha256, now, use, name, namelen, err, errlen);
+}
+
+int store_list_enroll_tokens(store *s, store_enroll_token_list *out, char *err, size_t errlen)
+{
+    out->items = NULL;
+    out->n = 0;
+    if (!s->drv->list_enroll_tokens) return no_auth(s, err, errlen);
+    return s->drv->list_enroll_tokens(s, out, err, errlen);
+}
+
+int store_revoke_enroll_token(store *s, const char *name, int64_t now, int *found, char *err,
+                              size_t errlen)
+{
+    if (!s->drv->revoke_enroll_token) return no_auth(s, err, errlen);
+    return s->drv->revoke_enroll_token(s, name, now, found, err, errlen);
+}
+
+void store_enroll_token_list_free(store_enroll_token_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) free(l->items[i].name);
+    free(l->items);
+    l->items = NULL;
+    l->n = 0;
+}

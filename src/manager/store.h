@@ -364,6 +364,53 @@ void store_audit_list_free(store_audit_list *l);
 void store_string_list_free(store_string_list *l);
 void store_update_list_free(store_update_list *l);
 
+/* ---- node authentication (node_auth.mode token) ------------------------------------------ *
+ * Only SHA-256 hashes (64 lower-case hex characters) are stored, never a secret or a token.
+ * Drivers without these answer -1 "not supported by this driver". */
+
+#define STORE_EXISTS 2 /* store_add_enroll_token: the name is taken */
+
+typedef struct store_enroll_token {
+    char *name;
+    int64_t created_at, expires_at, revoked_at; /* revoked_at 0 = not revoked */
+    int32_t max_uses, uses;
+} store_enroll_token;
+
+typedef struct store_enroll_token_list {
+    store_enroll_token *items;
+    size_t n;
+} store_enroll_token_list;
+
+/* What store_use_enroll_token found. */
+typedef enum {
+    STORE_ENROLL_OK = 0,  /* valid: one use was counted */
+    STORE_ENROLL_UNKNOWN, /* no token has this hash */
+    STORE_ENROLL_REVOKED,
+    STORE_ENROLL_EXPIRED,
+    STORE_ENROLL_USED_UP,
+} store_enroll_use;
+
+/* Sets (or replaces) the hash of a node's secret. */
+int store_set_node_secret(store *s, const char *node_id, const char *sha256, int64_t now, char *err,
+                          size_t errlen);
+/* STORE_OK with out (65 bytes) filled, STORE_NOT_FOUND (no secret), or STORE_ERROR. */
+int store_get_node_secret(store *s, const char *node_id, char *out, char *err, size_t errlen);
+/* 0, STORE_EXISTS (name taken, nothing written) or -1. */
+int store_add_enroll_token(store *s, const char *name, const char *sha256, int64_t created_at,
+                           int64_t expires_at, int32_t max_uses, char *err, size_t errlen);
+/* Checks the token with this hash and, when valid at now, counts one use -- atomically, so
+ * that concurrent enrollments never exceed max_uses. *use says what was found; name (may be
+ * NULL) gets the token's name when one matched. 0, or -1 on a store error. */
+int store_use_enroll_token(store *s, const char *sha256, int64_t now, store_enroll_use *use,
+                           char *name, size_t namelen, char *err, size_t errlen);
+/* Every token, by name. */
+int store_list_enroll_tokens(store *s, store_enroll_token_list *out, char *err, size_t errlen);
+/* Marks the token revoked (kept for the record). *found (may be NULL) = 0 when no token has
+ * this name or it was already revoked. */
+int store_revoke_enroll_token(store *s, const char *name, int64_t now, int *found, char *err,
+                              size_t errlen);
+void store_enroll_token_list_free(store_enroll_token_list *l);
+
 /* ---- driver interface: what an implementation provides (store.c dispatches to it) -------- */
 
 typedef struct store_driver {
@@ -406,6 +453,15 @@ typedef struct store_driver {
     int (*list_updates)(store *, const store_update_filter *, store_update_list *, char *, size_t);
     /* optional: NULL makes store_get_stats return -1 */
     void (*get_stats)(store *, store_stats *);
+    /* node authentication (NULL: not supported by the driver) */
+    int (*set_node_secret)(store *, const char *, const char *, int64_t, char *, size_t);
+    int (*get_node_secret)(store *, const char *, char *, char *, size_t);
+    int (*add_enroll_token)(store *, const char *, const char *, int64_t, int64_t, int32_t, char *,
+                            size_t);
+    int (*use_enroll_token)(store *, const char *, int64_t, store_enroll_use *, char *, size_t,
+                            char *, size_t);
+    int (*list_enroll_tokens)(store *, store_enroll_token_list *, char *, size_t);
+    int (*revoke_enroll_token)(store *, const char *, int64_t, int *, char *, size_t);
 } store_driver;
 
 /* Every driver's handle starts with this. */

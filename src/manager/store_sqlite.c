@@ -88,6 +88,14 @@ static const char *const migrations[] = {
     "  peer TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX audit_by_actor ON audit(actor, id);"
     "CREATE INDEX audit_by_target ON audit(target, id);",
+    /* 4: node authentication (node_auth.mode token): hashes only. IF NOT EXISTS: this
+     * migration may be renumbered when branches merge. */
+    "CREATE TABLE IF NOT EXISTS node_secrets ("
+    "  node_id TEXT PRIMARY KEY, sha256 TEXT NOT NULL, set_at INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS enrollment_tokens ("
+    "  name TEXT PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL,"
+    "  expires_at INTEGER NOT NULL, max_uses INTEGER NOT NULL, uses INTEGER NOT NULL DEFAULT 0,"
+    "  revoked_at INTEGER NOT NULL DEFAULT 0);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -779,6 +787,8 @@ struct delete_node_args {
     int found;
 };
 
+static int w_delete_secret(sqlstore *s, const char *node_id, char *err, size_t errlen);
+
 static int w_delete_node(sqlstore *s, void *arg, char *err, size_t errlen)
 {
     struct delete_node_args *a = arg;
@@ -790,7 +800,7 @@ static int w_delete_node(sqlstore *s, void *arg, char *err, size_t errlen)
     }
     a->found = sqlite3_changes(s->wdb) > 0;
     cache_clear(&s->series); /* its series ids are gone */
-    return 0;
+    return w_delete_secret(s, a->node_id, err, errlen); /* a deleted node must enroll again */
 }
 
 /* ---- write API ---------------------------------------------------------------------------- */
@@ -2004,6 +2014,225 @@ static int sq_list_updates(store *st, const store_update_filter *f, store_update
     return read_updates(&r, out, what, err, errlen);
 }
 
+/* ---- node authentication -------------------------------------------------------------------
+ * Rare writes too (an enrollment, an operator's token): statements prepared per request. */
+
+static int w_delete_secret(sqlstore *s, const char *node_id, char *err, size_t errlen)
+{
+    sqlite3_stmt *st = w_prepare(s, "DELETE FROM node_secrets WHERE node_id = ?1", "delete node secret", err, errlen);
+    if (!st) return -1;
+    bind_str(st, 1, node_id);
+    int rc = w_step_done(s, st, "delete node secret", err, errlen);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+struct secret_args {
+    const char *node_id, *sha256;
+    int64_t now;
+};
+
+static int w_set_secret(sqlstore *s, void *arg, char *err, size_t errlen)
+{
+    static const char *what = "store node secret";
+    struct secret_args *a = arg;
+    sqlite3_stmt *st = w_prepare(s,
+        "INSERT INTO node_secrets (node_id, sha256, set_at) VALUES (?1, ?2, ?3)"
+        " ON CONFLICT(node_id) DO UPDATE SET sha256 = excluded.sha256, set_at = excluded.set_at",
+        what, err, errlen);
+    if (!st) return -1;
+    bind_str(st, 1, a->node_id);
+    bind_str(st, 2, a->sha256);
+    sqlite3_bind_int64(st, 3, a->now);
+    int rc = w_step_done(s, st, what, err, errlen);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int sq_set_node_secret(store *st, const char *node_id, const char *sha256, int64_t now, char *err,
+                              size_t errlen)
+{
+    if (need_id(node_id, err, errlen) < 0) return -1;
+    struct secret_args a = {node_id, sha256, now};
+    return submit(impl(st), w_set_secret, &a, err, errlen);
+}
+
+static int sq_get_node_secret(store *st, const char *node_id, char *out, char *err, size_t errlen)
+{
+    static const char *what = "read node secret";
+    out[0] = 0;
+    rd r;
+    if (rd_begin(&r, impl(st), "SELECT sha256 FROM node_secrets WHERE node_id = ?1", what, err, errlen) < 0)
+        return STORE_ERROR;
+    bind_str(r.st, 1, node_id);
+    int rc = sqlite3_step(r.st), found = 0;
+    if (rc == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(r.st, 0);
+        snprintf(out, 65, "%s", t ? (const char *)t : "");
+        found = 1;
+        rc = SQLITE_DONE;
+    }
+    if (rd_end(&r, rc, what, err, errlen) < 0) return STORE_ERROR;
+    return found ? STORE_OK : STORE_NOT_FOUND;
+}
+
+struct add_token_args {
+    const char *name, *sha256;
+    int64_t created_at, expires_at;
+    int32_t max_uses;
+    int exists;
+};
+
+static int w_add_token(sqlstore *s, void *arg, char *err, size_t errlen)
+{
+    static const char *what = "add enrollment token";
+    struct add_token_args *a = arg;
+    sqlite3_stmt *st = w_prepare(s,
+        "INSERT INTO enrollment_tokens (name, sha256, created_at, expires_at, max_uses)"
+        " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING", what, err, errlen);
+    if (!st) return -1;
+    bind_str(st, 1, a->name);
+    bind_str(st, 2, a->sha256);
+    sqlite3_bind_int64(st, 3, a->created_at);
+    sqlite3_bind_int64(st, 4, a->expires_at);
+    sqlite3_bind_int(st, 5, a->max_uses);
+    int rc = w_step_done(s, st, what, err, errlen);
+    if (rc == 0) a->exists = sqlite3_changes(s->wdb) == 0;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int sq_add_enroll_token(store *st, const char *name, const char *sha256, int64_t created_at,
+                               int64_t expires_at, int32_t max_uses, char *err, size_t errlen)
+{
+    if (!name || !*name || !sha256 || strlen(sha256) != 64) {
+        snprintf(err, errlen, "add enrollment token: name and a 64-character sha256 are required");
+        return -1;
+    }
+    struct add_token_args a = {name, sha256, created_at, expires_at, max_uses, 0};
+    int rc = submit(impl(st), w_add_token, &a, err, errlen);
+    if (rc == 0 && a.exists) {
+        snprintf(err, errlen, "an enrollment token named '%s' exists", name);
+        return STORE_EXISTS;
+    }
+    return rc;
+}
+
+struct use_token_args {
+    const char *sha256;
+    int64_t now;
+    store_enroll_use use;
+    char name[128];
+};
+
+/* On the writer thread, so that checking and counting are one step for concurrent callers. */
+static int w_use_token(sqlstore *s, void *arg, char *err, size_t errlen)
+{
+    static const char *what = "use enrollment token";
+    struct use_token_args *a = arg;
+    sqlite3_stmt *st = w_prepare(s,
+        "SELECT name, expires_at, max_uses, uses, revoked_at FROM enrollment_tokens WHERE sha256 = ?1",
+        what, err, errlen);
+    if (!st) return -1;
+    bind_str(st, 1, a->sha256);
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        db_fail(s->wdb, what, err, errlen);
+        sqlite3_finalize(st);
+        return -1;
+    }
+    if (rc == SQLITE_DONE) {
+        a->use = STORE_ENROLL_UNKNOWN;
+        sqlite3_finalize(st);
+        return 0;
+    }
+    const unsigned char *nm = sqlite3_column_text(st, 0);
+    snprintf(a->name, sizeof a->name, "%s", nm ? (const char *)nm : "");
+    int64_t expires = sqlite3_column_int64(st, 1), revoked = sqlite3_column_int64(st, 4);
+    int max_uses = sqlite3_column_int(st, 2), uses = sqlite3_column_int(st, 3);
+    sqlite3_finalize(st);
+    if (revoked) a->use = STORE_ENROLL_REVOKED;
+    else if (expires <= a->now) a->use = STORE_ENROLL_EXPIRED;
+    else if (uses >= max_uses) a->use = STORE_ENROLL_USED_UP;
+    else a->use = STORE_ENROLL_OK;
+    if (a->use != STORE_ENROLL_OK) return 0;
+    st = w_prepare(s, "UPDATE enrollment_tokens SET uses = uses + 1 WHERE sha256 = ?1", what, err, errlen);
+    if (!st) return -1;
+    bind_str(st, 1, a->sha256);
+    rc = w_step_done(s, st, what, err, errlen);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int sq_use_enroll_token(store *st, const char *sha256, int64_t now, store_enroll_use *use, char *name,
+                               size_t namelen, char *err, size_t errlen)
+{
+    struct use_token_args a = {.sha256 = sha256, .now = now, .use = STORE_ENROLL_UNKNOWN};
+    int rc = submit(impl(st), w_use_token, &a, err, errlen);
+    *use = a.use;
+    if (name && namelen) snprintf(name, namelen, "%s", rc == 0 ? a.name : "");
+    return rc;
+}
+
+static int sq_list_enroll_tokens(store *st, store_enroll_token_list *out, char *err, size_t errlen)
+{
+    static const char *what = "list enrollment tokens";
+    out->items = NULL;
+    out->n = 0;
+    rd r;
+    if (rd_begin(&r, impl(st),
+                 "SELECT name, created_at, expires_at, max_uses, uses, revoked_at FROM enrollment_tokens ORDER BY name",
+                 what, err, errlen) < 0)
+        return -1;
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
+        if (grow(&r, (void **)&out->items, out->n, &cap, sizeof *out->items) < 0) break;
+        store_enroll_token *t = &out->items[out->n++];
+        t->name = col_str(&r, 0);
+        t->created_at = sqlite3_column_int64(r.st, 1);
+        t->expires_at = sqlite3_column_int64(r.st, 2);
+        t->max_uses = sqlite3_column_int(r.st, 3);
+        t->uses = sqlite3_column_int(r.st, 4);
+        t->revoked_at = sqlite3_column_int64(r.st, 5);
+    }
+    if (r.oom) rc = SQLITE_DONE;
+    if (rd_end(&r, rc, what, err, errlen) < 0) {
+        store_enroll_token_list_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+struct revoke_args {
+    const char *name;
+    int64_t now;
+    int found;
+};
+
+static int w_revoke_token(sqlstore *s, void *arg, char *err, size_t errlen)
+{
+    static const char *what = "revoke enrollment token";
+    struct revoke_args *a = arg;
+    sqlite3_stmt *st = w_prepare(s, "UPDATE enrollment_tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at = 0",
+                                 what, err, errlen);
+    if (!st) return -1;
+    bind_str(st, 1, a->name);
+    sqlite3_bind_int64(st, 2, a->now > 0 ? a->now : 1);
+    int rc = w_step_done(s, st, what, err, errlen);
+    if (rc == 0) a->found = sqlite3_changes(s->wdb) > 0;
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int sq_revoke_enroll_token(store *st, const char *name, int64_t now, int *found, char *err, size_t errlen)
+{
+    struct revoke_args a = {name, now, 0};
+    int rc = submit(impl(st), w_revoke_token, &a, err, errlen);
+    if (found) *found = rc == 0 && a.found;
+    return rc;
+}
+
 store *store_sqlite_open(const store_config *cfg, char *err, size_t errlen)
 {
     return sq_open(cfg, err, errlen);
@@ -2036,4 +2265,10 @@ static const store_driver sqlite_driver = {
     .add_audit = sq_add_audit,
     .list_audit = sq_list_audit,
     .list_metric_types = sq_list_metric_types,
+    .set_node_secret = sq_set_node_secret,
+    .get_node_secret = sq_get_node_secret,
+    .add_enroll_token = sq_add_enroll_token,
+    .use_enroll_token = sq_use_enroll_token,
+    .list_enroll_tokens = sq_list_enroll_tokens,
+    .revoke_enroll_token = sq_revoke_enroll_token,
 };

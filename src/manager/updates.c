@@ -30,6 +30,8 @@ typedef struct notifier {
 struct upd {
     store *st;
     int max_streams;
+    nodeauth *auth;
+    abuse *abuse;
     int64_t retention_s, wake_ms;
     pthread_mutex_t mu;
     notifier *buckets[NBUCKETS];
@@ -182,11 +184,20 @@ static int subscribe(rpc_ctx *c, const void *reqv, void *user)
     const Manager__SubscribeUpdatesRequest *req = reqv;
     if (!req->node_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "node_id is required");
     if (strlen(req->node_id) > 256) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "node_id is longer than 256 bytes");
+    int arc = nodeauth_check(u->auth, c, req->node_id);
+    if (arc != RPC_OK) return arc;
 
     pthread_mutex_lock(&u->mu);
     if (u->streams >= (size_t)u->max_streams) {
         pthread_mutex_unlock(&u->mu);
-        return rpc_ctx_errorf(c, RPC_RESOURCE_EXHAUSTED, "too many update streams (limit %d)", u->max_streams);
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t held = 0;
+        rpc_ctx_quiet_log(c);
+        if (!u->abuse || abuse_note(u->abuse, rpc_ctx_peer(c), "update_streams", (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, &held))
+            log_warn("update.stream_refused", "node=%s peer=%s limit=%d held=%llu reason=\"too many update streams (limits.max_update_streams)\"",
+                     req->node_id, rpc_ctx_peer(c), u->max_streams, (unsigned long long)held);
+        return rpc_ctx_errorf(c, RPC_RESOURCE_EXHAUSTED, "too many update streams (limit %d, limits.max_update_streams)", u->max_streams);
     }
     notifier **slot;
     notifier *nt = find(u, req->node_id, &slot);
@@ -267,6 +278,9 @@ static int report_result(rpc_ctx *c, const void *reqv, void *respv, void *user)
     const Manager__EventResultRequest *req = reqv;
     Manager__EventResultResponse *resp = respv;
     if (!req->node_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "node_id is required");
+    if (strlen(req->node_id) > 256) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "node_id is longer than 256 bytes");
+    int arc = nodeauth_check(u->auth, c, req->node_id);
+    if (arc != RPC_OK) return arc;
     if (!req->event_id) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "event_id is required");
     static const char *const outcomes[] = {"applied", "rolled_back", "refused", "failed"};
     int ok = 0;
@@ -303,6 +317,8 @@ upd *upd_new(const upd_opts *o, char *err, size_t errlen)
     }
     u->st = o->store;
     u->max_streams = o->max_streams > 0 ? o->max_streams : 10000;
+    u->auth = o->auth;
+    u->abuse = o->abuse;
     u->retention_s = o->retention_s > 0 ? o->retention_s : 7 * 24 * 3600;
     u->wake_ms = o->wake_ms > 0 ? o->wake_ms : 500;
     pthread_mutex_init(&u->mu, NULL);

@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "manager/abuse.h"
+#include "manager/nodeauth.h"
 #include "manager/store.h"
 #include "rpc/server.h"
 
@@ -32,6 +34,8 @@ typedef struct upd_opts {
     int max_streams;          /* concurrent SubscribeUpdates streams; 0 = 10000 */
     int64_t retention_s;      /* older events replay only as the latest state; 0 = 7 days */
     int64_t wake_ms;          /* how often a waiting stream checks for cancellation; 0 = 500 */
+    nodeauth *auth;           /* may be NULL: a caller may speak for any node */
+    abuse *abuse;             /* may be NULL: every refused stream is logged */
 } upd_opts;
 
 /* What an operator publishes (borrowed for the call). kind: version_update | config_change |

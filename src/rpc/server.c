@@ -73,6 +73,7 @@ struct rpc_ctx {
     struct tag t_recv;
     int is_bidi;
     int recv_done, recv_ok, recv_eof;
+    int quiet_log; /* rpc_ctx_quiet_log(): the access line at debug level */
     int recv_abandoned;      /* reading ended by our shutdown: the call ends UNAVAILABLE */
     int bad_message;         /* a client message did not decode: the call ends INVALID_ARGUMENT */
     grpc_byte_buffer *recv_bb;
@@ -185,6 +186,8 @@ const char *rpc_ctx_method(const rpc_ctx *c)
     return c->sm ? c->sm->m->path : "(unknown)";
 }
 const char *rpc_ctx_peer(const rpc_ctx *c) { return c->peer ? c->peer : "unknown"; }
+void rpc_ctx_quiet_log(rpc_ctx *c) { c->quiet_log = 1; }
+
 const char *rpc_ctx_trace_id(const rpc_ctx *c) { return c->trace_id; }
 
 int64_t rpc_ctx_deadline_ms(const rpc_ctx *c)
@@ -403,6 +406,7 @@ static void access_log(rpc_ctx *c)
     if (c->code != RPC_OK && c->code != RPC_NOT_FOUND && c->code != RPC_INVALID_ARGUMENT &&
         c->code != RPC_UNIMPLEMENTED && c->code != RPC_CANCELLED && c->code != RPC_DEADLINE_EXCEEDED)
         lvl = LOGL_WARN;
+    if (c->quiet_log) lvl = LOGL_DEBUG;
     if (!log_enabled(lvl)) return;
     char q[300];
     char method[256];

@@ -99,6 +99,9 @@ void rpc_server_free(rpc_server *s);
 const char *rpc_ctx_method(const rpc_ctx *c);
 const char *rpc_ctx_peer(const rpc_ctx *c);      /* "ipv4:127.0.0.1:5555" */
 const char *rpc_ctx_trace_id(const rpc_ctx *c);  /* from x-trace-id, or made for this call */
+/* This call's access line goes out at debug level: the handler logs the refusal itself, rate
+ * limited (a flood must not also flood the log). */
+void rpc_ctx_quiet_log(rpc_ctx *c);
 /* Wall-clock deadline in ms since the epoch; INT64_MAX when the client set none. */
 int64_t rpc_ctx_deadline_ms(const rpc_ctx *c);
 /* Value of an incoming metadata key (lower case), or NULL. Arena-owned. */

@@ -50,7 +50,12 @@ static const struct {
     ADM("GetDaemonConfig", get_daemon_config_request, get_daemon_config_response, 0),
     ADM("ListAudit", list_audit_request, list_audit_response, 0),
     ADM("WatchEvents", watch_events_request, event, 1),
+    ADM("CreateEnrollmentToken", create_enrollment_token_request, create_enrollment_token_response, 0),
+    ADM("ListEnrollmentTokens", list_enrollment_tokens_request, list_enrollment_tokens_response, 0),
+    ADM("RevokeEnrollmentToken", revoke_enrollment_token_request, revoke_enrollment_token_response, 0),
 #undef ADM
+    {"manager.ManagerService/SubscribeUpdates", &manager__subscribe_updates_request__descriptor, &manager__update_event__descriptor, 1},
+    {"manager.ManagerService/ReportEventResult", &manager__event_result_request__descriptor, &manager__event_result_response__descriptor, 0},
 };
 
 #define MAX_HEADERS 16

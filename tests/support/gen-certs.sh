@@ -12,6 +12,7 @@
 #   other-server.pem other-server.key  CN=localhost server cert signed by other-ca
 #   expired-server.pem expired-server.key  like server.pem but valid only in Jan 2020
 #   expired-client.pem expired-client.key  like client.pem but valid only in Jan 2020
+#   node-a.pem node-a.key, node-b.pem node-b.key  client certs CN/SAN node-a, node-b, by ca
 #
 # Idempotent: if OUTDIR/ca.pem exists nothing is done unless --force. Everything is built in a
 # staging directory and ca.pem is moved in last, so an interrupted run never looks complete.
@@ -122,6 +123,8 @@ make_leaf server ca localhost serverAuth "DNS:localhost, IP:127.0.0.1"
 make_leaf client ca node-1 clientAuth "DNS:node-1"
 make_leaf other-server other-ca localhost serverAuth "DNS:localhost, IP:127.0.0.1"
 make_leaf other-client other-ca node-1 clientAuth "DNS:node-1"
+make_leaf node-a ca node-a clientAuth "DNS:node-a"
+make_leaf node-b ca node-b clientAuth "DNS:node-b"
 make_expired expired-server ca localhost serverAuth "DNS:localhost, IP:127.0.0.1"
 make_expired expired-client ca node-1 clientAuth "DNS:node-1"
 
@@ -129,7 +132,7 @@ make_expired expired-client ca node-1 clientAuth "DNS:node-1"
 openssl verify -CAfile "$stage/ca.pem" "$stage/server.pem" "$stage/client.pem" >/dev/null
 openssl verify -CAfile "$stage/other-ca.pem" "$stage/other-server.pem" "$stage/other-client.pem" >/dev/null
 
-names="ca other-ca server client other-server other-client expired-server expired-client"
+names="ca other-ca server client other-server other-client expired-server expired-client node-a node-b"
 for n in $names; do
     chmod 600 "$stage/$n.key"
     chmod 644 "$stage/$n.pem"

@@ -158,7 +158,7 @@ static void schema_created_and_versioned(void **state)
         assert_int_equal(sqlite3_prepare_v2(db, "SELECT version FROM schema_version", -1, &st, NULL),
                          SQLITE_OK);
         assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-        assert_int_equal(sqlite3_column_int(st, 0), 3); /* 2: update_events, 3: audit */
+        assert_int_equal(sqlite3_column_int(st, 0), 4); /* 2: update_events, 3: audit, 4: node secrets */
         sqlite3_finalize(st);
         sqlite3_close(db);
     }
@@ -166,7 +166,7 @@ static void schema_created_and_versioned(void **state)
     store_config cfg = test_cfg(f, 0);
     assert_null(store_open(&cfg, f->err, sizeof f->err));
     assert_non_null(strstr(f->err, f->pg ? "database schema version 99 is newer than this program's (1)"
-                                         : "database schema version 99 is newer than this program's (3)"));
+                                         : "database schema version 99 is newer than this program's (4)"));
     if (!f->pg) assert_non_null(strstr(f->err, f->path));
 
     cfg.driver = "mysql";
