@@ -240,7 +240,7 @@ int main(int argc, char **argv)
     }
     mo.metrics = metrics;
     mo.hub = hub;
-    admin_opts ao = {.store = st, .live = live, .pool = daemons, .hub = hub, .auth = tokens};
+    admin_opts ao = {.store = st, .live = live, .pool = daemons, .hub = hub, .auth = tokens, .upd = updates};
     if (!(adm = admin_new(&ao, err, sizeof err))) {
         log_error("manager.admin_failed", "error=\"%s\"", err);
         goto out;

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "base/log.h"
+#include "daemon.pb-c.h"
 #include "manager.pb-c.h"
 
 #define NBUCKETS 4096
@@ -34,7 +35,9 @@ struct upd {
     pthread_mutex_t mu;
     notifier *buckets[NBUCKETS];
     size_t streams;
-    rpc_method methods[2];
+    uint64_t results;   /* bumped by every stored ReportEventResult */
+    pthread_cond_t result_cv;
+    rpc_method methods[3];
 };
 
 static uint32_t hash_str(const char *s)
@@ -282,11 +285,143 @@ static int report_result(rpc_ctx *c, const void *reqv, void *respv, void *user)
         return rpc_ctx_errorf(c, RPC_UNAVAILABLE, "storing the result: %s", err);
     if (!found)
         return rpc_ctx_errorf(c, RPC_NOT_FOUND, "node %s has no event %llu", req->node_id, (unsigned long long)req->event_id);
+    pthread_mutex_lock(&u->mu);
+    u->results++;
+    pthread_cond_broadcast(&u->result_cv);
+    pthread_mutex_unlock(&u->mu);
     char q[4200];
     log_info("update.result", "node=%s event_id=%llu outcome=%s message=%s", req->node_id, (unsigned long long)req->event_id,
              req->outcome, log_quote(q, sizeof q, req->message));
     resp->success = 1;
     resp->message = rpc_ctx_strdup(c, "recorded");
+    return RPC_OK;
+}
+
+/* ---- results, config pulls ------------------------------------------------------------------ */
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* 1 with the result copied, 0 while pending, UPD_NOT_FOUND, UPD_ERROR. */
+static int read_result(upd *u, const char *node_id, uint64_t id, char *outcome, size_t ol, char *message, size_t ml,
+                       char *err, size_t errlen)
+{
+    store_update_filter f = {.node_id = node_id, .event_id = id, .limit = 1};
+    store_update_list l;
+    if (store_list_updates(u->st, &f, &l, err, errlen) != 0) return UPD_ERROR;
+    int rc = UPD_NOT_FOUND;
+    if (l.n) {
+        rc = l.items[0].outcome && l.items[0].outcome[0];
+        if (rc) {
+            snprintf(outcome, ol, "%s", l.items[0].outcome);
+            snprintf(message, ml, "%s", l.items[0].message ? l.items[0].message : "");
+        }
+    }
+    store_update_list_free(&l);
+    return rc;
+}
+
+int upd_wait_result(upd *u, const char *node_id, uint64_t event_id, int64_t deadline_ms, const rpc_ctx *c,
+                    char *outcome, size_t outcome_len, char *message, size_t message_len, char *err, size_t errlen)
+{
+    for (;;) {
+        pthread_mutex_lock(&u->mu);
+        uint64_t seen = u->results; /* a result stored after this point wakes the wait below */
+        pthread_mutex_unlock(&u->mu);
+        int rc = read_result(u, node_id, event_id, outcome, outcome_len, message, message_len, err, errlen);
+        if (rc == 1) return UPD_OK;
+        if (rc != 0) {
+            if (rc == UPD_NOT_FOUND) snprintf(err, errlen, "node %s has no event %llu", node_id, (unsigned long long)event_id);
+            return rc;
+        }
+        int64_t now = wall_ms();
+        if (now >= deadline_ms || (c && rpc_ctx_cancelled(c))) {
+            snprintf(err, errlen, "no result for event %llu of node %s yet", (unsigned long long)event_id, node_id);
+            return UPD_TIMEOUT;
+        }
+        int64_t until = deadline_ms < now + u->wake_ms ? deadline_ms : now + u->wake_ms;
+        struct timespec ts = {.tv_sec = until / 1000, .tv_nsec = (until % 1000) * 1000000L};
+        pthread_mutex_lock(&u->mu);
+        while (u->results == seen && wall_ms() < until)
+            if (pthread_cond_timedwait(&u->result_cv, &u->mu, &ts) == ETIMEDOUT) break;
+        pthread_mutex_unlock(&u->mu);
+    }
+}
+
+int upd_node_streaming(upd *u, const char *node_id)
+{
+    pthread_mutex_lock(&u->mu);
+    int yes = find(u, node_id, NULL) != NULL;
+    pthread_mutex_unlock(&u->mu);
+    return yes;
+}
+
+#define CONFIG_SCAN_MAX 10000 /* events looked at for one pull (retention keeps few) */
+
+int upd_latest_config(upd *u, const char *node_id, const char *agent_id, uint8_t **data, size_t *len, char *err,
+                      size_t errlen)
+{
+    *data = NULL;
+    *len = 0;
+    store_update_filter f = {.node_id = node_id, .limit = 100};
+    for (size_t seen = 0; seen < CONFIG_SCAN_MAX;) {
+        store_update_list l;
+        if (store_list_updates(u->st, &f, &l, err, errlen) != 0) return UPD_ERROR;
+        int rc = UPD_NOT_FOUND;
+        for (size_t i = 0; i < l.n && rc == UPD_NOT_FOUND; i++) {
+            const store_update *e = &l.items[i];
+            if (strcmp(e->kind, "config_change") || strcmp(e->agent_id, agent_id)) continue;
+            rc = UPD_OK;
+            if (e->payload_len) {
+                if (!(*data = malloc(e->payload_len))) {
+                    snprintf(err, errlen, "out of memory");
+                    rc = UPD_ERROR;
+                } else {
+                    memcpy(*data, e->payload, e->payload_len);
+                    *len = e->payload_len;
+                }
+            }
+        }
+        size_t got = l.n;
+        if (got) f.before_id = l.items[got - 1].id;
+        store_update_list_free(&l);
+        if (rc != UPD_NOT_FOUND) return rc;
+        if (got < f.limit) break;
+        seen += got;
+    }
+    snprintf(err, errlen, "no config published for agent %s of node %s", agent_id, node_id);
+    return UPD_NOT_FOUND;
+}
+
+/* proto.DaemonService/GetConfig on the manager: a daemon pulls what was published for it. */
+static int get_config(rpc_ctx *c, const void *reqv, void *respv, void *user)
+{
+    upd *u = user;
+    const Proto__ConfigRequest *req = reqv;
+    Proto__ConfigResponse *resp = respv;
+    if (!req->node_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "node_id is required");
+    if (strcmp(req->config_type, "agent"))
+        return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "config_type must be \"agent\" (got \"%.40s\"): the manager keeps agent configs only",
+                              req->config_type);
+    if (!req->agent_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "agent_id is required for config_type agent");
+    uint8_t *data;
+    size_t len;
+    char err[512];
+    int rc = upd_latest_config(u, req->node_id, req->agent_id, &data, &len, err, sizeof err);
+    if (rc == UPD_NOT_FOUND) return rpc_ctx_errorf(c, RPC_NOT_FOUND, "%s", err);
+    if (rc != UPD_OK) return rpc_ctx_errorf(c, RPC_UNAVAILABLE, "reading events: %s", err);
+    if (len) {
+        resp->config_data.data = rpc_ctx_alloc(c, len);
+        memcpy(resp->config_data.data, data, len);
+        resp->config_data.len = len;
+    }
+    free(data);
+    resp->success = 1;
+    resp->message = rpc_ctx_strdup(c, "ok");
     return RPC_OK;
 }
 
@@ -306,11 +441,14 @@ upd *upd_new(const upd_opts *o, char *err, size_t errlen)
     u->retention_s = o->retention_s > 0 ? o->retention_s : 7 * 24 * 3600;
     u->wake_ms = o->wake_ms > 0 ? o->wake_ms : 500;
     pthread_mutex_init(&u->mu, NULL);
+    pthread_cond_init(&u->result_cv, NULL);
     /* Result writes wait for a commit: off the workers (RPC_METHOD_SLOW). */
     u->methods[0] = (rpc_method){"/manager.ManagerService/SubscribeUpdates", &manager__subscribe_updates_request__descriptor,
                                  &manager__update_event__descriptor, NULL, subscribe, u, 0};
     u->methods[1] = (rpc_method){"/manager.ManagerService/ReportEventResult", &manager__event_result_request__descriptor,
                                  &manager__event_result_response__descriptor, report_result, NULL, u, RPC_METHOD_SLOW};
+    u->methods[2] = (rpc_method){"/proto.DaemonService/GetConfig", &proto__config_request__descriptor,
+                                 &proto__config_response__descriptor, get_config, NULL, u, RPC_METHOD_SLOW};
     return u;
 }
 
@@ -333,6 +471,7 @@ void upd_free(upd *u)
             nt = next;
         }
     }
+    pthread_cond_destroy(&u->result_cv);
     pthread_mutex_destroy(&u->mu);
     free(u);
 }
