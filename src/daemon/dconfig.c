@@ -90,6 +90,7 @@ struct raw_manager {
     char *heartbeat_interval, *reconnect_interval, *timeout, *metrics_interval;
     char *spool_dir, *spool_max;
     char *keepalive_time, *keepalive_timeout, *max_message_size, *window_size, *compression;
+    bool *stream_only;
 };
 
 struct raw_updates {
@@ -251,6 +252,7 @@ static const cyaml_schema_field_t manager_fields[] = {
     STR("max_message_size", struct raw_manager, max_message_size),
     STR("window_size", struct raw_manager, window_size),
     STR("compression", struct raw_manager, compression),
+    CYAML_FIELD_BOOL_PTR("stream_only", OPT, struct raw_manager, stream_only),
     CYAML_FIELD_END,
 };
 
@@ -693,6 +695,7 @@ static int resolve_manager(struct ctx *c, dconfig *cfg, const struct raw_manager
     dconfig_manager *m = &cfg->manager;
     if (take_str(c, r->address, "127.0.0.1:9090", &m->address)) return -1;
     if (!*m->address) return fail(c, "", "manager.address", "must not be empty");
+    m->stream_only = r->stream_only ? *r->stream_only : 0;
     m->tls.enabled = t->enabled ? *t->enabled : 0;
     if (take_str(c, t->cert_file, "", &m->tls.cert_file) || take_str(c, t->key_file, "", &m->tls.key_file) ||
         take_str(c, t->ca_file, "", &m->tls.ca_file) || take_str(c, t->server_name, "", &m->tls.server_name))
@@ -1078,6 +1081,7 @@ int dconfig_dump_yaml(const dconfig *cfg, char **out)
     sb_kv_dur(&b, "  ", "keepalive_timeout", m->keepalive_timeout_ms);
     sb_kv_size(&b, "  ", "max_message_size", m->max_message_bytes);
     sb_kv_size(&b, "  ", "window_size", m->window_bytes);
+    sb_kv_bool(&b, "  ", "stream_only", m->stream_only);
     sb_kv_str(&b, "  ", "compression", m->gzip ? "gzip" : "none");
 
     sb_printf(&b, "updates:\n");

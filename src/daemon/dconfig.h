@@ -72,6 +72,9 @@ typedef struct dconfig_manager {
     uint64_t max_message_bytes;
     uint64_t window_bytes;
     int gzip;
+    /* register with an empty daemon_address: the manager reaches this node only through its
+     * update stream (NAT, firewall); default false */
+    int stream_only;
 } dconfig_manager;
 
 /* updates: events pushed by the manager (daemon/updater.h). */

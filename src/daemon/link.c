@@ -43,6 +43,7 @@ struct link_s {
     int have_sender, have_collector;
     /* what RegisterNode sends */
     char hostname[256], ip[64], os[32], arch[72], address[128];
+    int stream_only; /* manager.stream_only: register without the address */
     dconfig_label *labels;
     size_t n_labels;
     int64_t timeout_ms, heartbeat_ms, reconnect_ms;
@@ -166,7 +167,7 @@ static call_outcome do_register(link_t *l)
     req.arch = l->arch;
     req.daemon_version = OPS_VERSION;
     req.agent_version = "";
-    req.daemon_address = l->address;
+    req.daemon_address = l->stream_only ? "" : l->address;
     pthread_mutex_lock(&l->mu);
     size_t n = l->n_labels;
     Manager__RegisterNodeRequest__LabelsEntry *ents = calloc(n ? n : 1, sizeof *ents);
@@ -503,6 +504,7 @@ link_t *link_start(const link_opts *o, char *err, size_t errlen)
     const char *gh = cfg->daemon.grpc_host;
     int any = !gh || !*gh || !strcmp(gh, "0.0.0.0") || !strcmp(gh, "::") || !strcmp(gh, "[::]");
     snprintf(l->address, sizeof l->address, "%s:%d", any ? l->ip : gh, o->daemon_port);
+    l->stream_only = cfg->manager.stream_only;
     copy_labels(l, cfg);
 
     rpc_client_opts co;
