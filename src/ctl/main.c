@@ -20,6 +20,8 @@ static const struct {
     {"nodes", cmd_nodes},   {"node", cmd_node},       {"agents", cmd_agents},
     {"agent", cmd_agent},   {"metrics", cmd_metrics}, {"config", cmd_config},
     {"watch", cmd_watch},   {"delete-node", cmd_delete_node},
+    {"publish-config", cmd_publish_config}, {"publish-update", cmd_publish_update},
+    {"events", cmd_events}, {"event", cmd_event},
 };
 
 static int find_command(const char *name)
