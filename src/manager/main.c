@@ -255,6 +255,7 @@ int main(int argc, char **argv)
     if (n_adm) memcpy(extra + n_upd, adm_m, n_adm * sizeof *extra);
     mo.extra_methods = extra;
     mo.n_extra_methods = n_upd + n_adm;
+    mo.max_streams = UPD_DEFAULT_MAX_STREAMS + 4096; /* every update stream holds a thread */
     if (cfg->admin.listen[0] && admin_start_listener(adm, cfg, &mo, metrics) != 0) goto out;
     svc = mservice_start(&mo, err, sizeof err);
     if (!svc) {

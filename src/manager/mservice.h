@@ -39,6 +39,7 @@ typedef struct mservice_opts {
      * outlive the service */
     const rpc_method *extra_methods;
     size_t n_extra_methods;
+    int max_streams;              /* concurrent stream/slow handler threads; 0 = 4096 */
 } mservice_opts;
 
 mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen);

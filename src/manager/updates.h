@@ -27,9 +27,11 @@ typedef struct upd upd;
 
 enum { UPD_OK = 0, UPD_INVALID = 1, UPD_TIMEOUT = 2, UPD_NOT_FOUND = 3, UPD_ERROR = -1 };
 
+#define UPD_DEFAULT_MAX_STREAMS 10000
+
 typedef struct upd_opts {
     store *store;
-    int max_streams;          /* concurrent SubscribeUpdates streams; 0 = 10000 */
+    int max_streams;          /* concurrent SubscribeUpdates streams; 0 = UPD_DEFAULT_MAX_STREAMS */
     int64_t retention_s;      /* older events replay only as the latest state; 0 = 7 days */
     int64_t wake_ms;          /* how often a waiting stream checks for cancellation; 0 = 500 */
 } upd_opts;
