@@ -53,5 +53,10 @@ int cmd_metrics(cmd_ctx *x, int argc, char **argv);
 int cmd_audit(cmd_ctx *x, int argc, char **argv);
 /* argv[0] is the subcommand: create, list, revoke (cmd_enroll.c). */
 int cmd_enroll_token(cmd_ctx *x, int argc, char **argv);
+/* cmd_updates.c: pushed events */
+int cmd_publish_config(cmd_ctx *x, int argc, char **argv);
+int cmd_publish_update(cmd_ctx *x, int argc, char **argv);
+int cmd_events(cmd_ctx *x, int argc, char **argv);
+int cmd_event(cmd_ctx *x, int argc, char **argv);
 
 #endif

@@ -97,8 +97,9 @@ static int operate(cmd_ctx *x, const char *op, int argc, char **argv)
         rc = cmd_fail(x, CTL_EXIT_FAILED, "%s of agent %s on node %s failed: %s", op, agent, node,
                       resp->error_message[0] ? resp->error_message : "the daemon gave no reason");
     else if (!x->json)
-        fprintf(x->out, "%s agent %s on node %s\n",
-                !strcmp(op, "start") ? "started" : !strcmp(op, "stop") ? "stopped" : "restarted", agent, node);
+        fprintf(x->out, "%s agent %s on node %s%s\n",
+                !strcmp(op, "start") ? "started" : !strcmp(op, "stop") ? "stopped" : "restarted", agent, node,
+                !strcmp(resp->via, "stream") ? " (through its update stream)" : "");
     protobuf_c_message_free_unpacked(M(resp), NULL);
     return rc;
 }

@@ -22,6 +22,8 @@ static const struct {
     {"watch", cmd_watch},   {"delete-node", cmd_delete_node},
     {"audit", cmd_audit},
     {"enroll-token", cmd_enroll_token},
+    {"publish-config", cmd_publish_config}, {"publish-update", cmd_publish_update},
+    {"events", cmd_events}, {"event", cmd_event},
 };
 
 static int find_command(const char *name)

@@ -91,6 +91,7 @@ struct raw_manager {
     char *spool_dir, *spool_max;
     char *keepalive_time, *keepalive_timeout, *max_message_size, *window_size, *compression;
     char *enrollment_token, *enrollment_token_file, *secret_file;
+    bool *stream_only;
 };
 
 struct raw_updates {
@@ -255,6 +256,7 @@ static const cyaml_schema_field_t manager_fields[] = {
     STR("enrollment_token", struct raw_manager, enrollment_token),
     STR("enrollment_token_file", struct raw_manager, enrollment_token_file),
     STR("secret_file", struct raw_manager, secret_file),
+    CYAML_FIELD_BOOL_PTR("stream_only", OPT, struct raw_manager, stream_only),
     CYAML_FIELD_END,
 };
 
@@ -715,6 +717,7 @@ static int resolve_manager(struct ctx *c, dconfig *cfg, const struct raw_manager
     dconfig_manager *m = &cfg->manager;
     if (take_str(c, r->address, "127.0.0.1:9090", &m->address)) return -1;
     if (!*m->address) return fail(c, "", "manager.address", "must not be empty");
+    m->stream_only = r->stream_only ? *r->stream_only : 0;
     m->tls.enabled = t->enabled ? *t->enabled : 0;
     if (take_str(c, t->cert_file, "", &m->tls.cert_file) || take_str(c, t->key_file, "", &m->tls.key_file) ||
         take_str(c, t->ca_file, "", &m->tls.ca_file) || take_str(c, t->server_name, "", &m->tls.server_name))
@@ -1106,6 +1109,7 @@ int dconfig_dump_yaml(const dconfig *cfg, char **out)
     sb_kv_dur(&b, "  ", "keepalive_timeout", m->keepalive_timeout_ms);
     sb_kv_size(&b, "  ", "max_message_size", m->max_message_bytes);
     sb_kv_size(&b, "  ", "window_size", m->window_bytes);
+    sb_kv_bool(&b, "  ", "stream_only", m->stream_only);
     sb_kv_str(&b, "  ", "compression", m->gzip ? "gzip" : "none");
 
     sb_printf(&b, "updates:\n");

@@ -77,6 +77,9 @@ typedef struct dconfig_manager {
     char *enrollment_token;
     char *enrollment_token_file;
     char *secret_file;      /* default {work_dir}/node_secret */
+    /* register with an empty daemon_address: the manager reaches this node only through its
+     * update stream (NAT, firewall); default false */
+    int stream_only;
 } dconfig_manager;
 
 /* updates: events pushed by the manager (daemon/updater.h). */

@@ -44,6 +44,7 @@ struct link_s {
     int have_sender, have_collector;
     /* what RegisterNode sends */
     char hostname[256], ip[64], os[32], arch[72], address[128];
+    int stream_only; /* manager.stream_only: register without the address */
     dconfig_label *labels;
     size_t n_labels;
     int64_t timeout_ms, heartbeat_ms, reconnect_ms;
@@ -216,7 +217,7 @@ static call_outcome register_once(link_t *l, int *secret_refused)
     req.arch = l->arch;
     req.daemon_version = OPS_VERSION;
     req.agent_version = "";
-    req.daemon_address = l->address;
+    req.daemon_address = l->stream_only ? "" : l->address;
     pthread_mutex_lock(&l->mu);
     size_t n = l->n_labels;
     Manager__RegisterNodeRequest__LabelsEntry *ents = calloc(n ? n : 1, sizeof *ents);
@@ -578,6 +579,7 @@ link_t *link_start(const link_opts *o, char *err, size_t errlen)
     const char *gh = cfg->daemon.grpc_host;
     int any = !gh || !*gh || !strcmp(gh, "0.0.0.0") || !strcmp(gh, "::") || !strcmp(gh, "[::]");
     snprintf(l->address, sizeof l->address, "%s:%d", any ? l->ip : gh, o->daemon_port);
+    l->stream_only = cfg->manager.stream_only;
     copy_labels(l, cfg);
     snprintf(l->secret_path, sizeof l->secret_path, "%s", cfg->manager.secret_file ? cfg->manager.secret_file : "");
     if (nodesecret_enrollment_token(&cfg->manager, l->enroll_token, sizeof l->enroll_token, err, errlen) < 0) goto fail;

@@ -14,6 +14,7 @@
 
 #include "admin.pb-c.h"
 #include "base/log.h"
+#include "manager/admin_updates.h"
 
 #define N_METHODS 11
 #define SVC "/ops.admin.v1.AdminService/"
@@ -21,7 +22,9 @@
 
 struct admin {
     admin_opts o;
-    rpc_method methods[N_METHODS];
+    rpc_method methods[N_METHODS + ADMIN_UPD_N_METHODS];
+    size_t n_methods;
+    admin_upd *au;
     rpc_server *srv;
 };
 
@@ -470,11 +473,22 @@ static int do_operate(admin *a, rpc_ctx *c, const Ops__Admin__V1__OperateAgentRe
     REQUIRE(o, "agent_id", req->agent_id);
     if (strcmp(req->operation, "start") && strcmp(req->operation, "stop") && strcmp(req->operation, "restart"))
         return fail(o, RPC_INVALID_ARGUMENT, "operation \"%.64s\": must be start, stop or restart", req->operation);
-    if (reachable_node(a, req->node_id, o) != RPC_OK) return o->code;
+    if (reachable_node(a, req->node_id, o) != RPC_OK && (o->code != RPC_FAILED_PRECONDITION || !a->o.upd))
+        return o->code;
     Proto__AgentOperationResponse *r = NULL;
-    pool_result pr;
-    if (pool_operate_agent(a->o.pool, req->node_id, req->agent_id, req->operation, rpc_ctx_trace_id(c), &r, &pr) != RPC_OK)
-        return from_pool(&pr, o);
+    pool_result pr = {.code = RPC_UNAVAILABLE};
+    if (o->code != RPC_OK ||
+        pool_operate_agent(a->o.pool, req->node_id, req->agent_id, req->operation, rpc_ctx_trace_id(c), &r, &pr) != RPC_OK) {
+        if (pr.code != RPC_UNAVAILABLE || !a->o.upd) return from_pool(&pr, o);
+        /* Stream-only node, or a daemon we cannot dial (NAT, firewall): through its stream. */
+        int ok;
+        o->code = admin_upd_operate(a->au, c, req->node_id, req->agent_id, req->operation, &ok, o->msg, sizeof o->msg);
+        if (o->code != RPC_OK) return o->code;
+        resp->success = ok;
+        resp->via = rpc_ctx_strdup(c, "stream");
+        snprintf(o->msg, sizeof o->msg, "%s (via stream)", req->operation);
+        return RPC_OK;
+    }
     resp->success = r->success;
     resp->via = rpc_ctx_strdup(c, "pool");
     if (!r->success) {
@@ -817,12 +831,23 @@ admin *admin_new(const admin_opts *o, char *err, size_t errlen)
         {SVC "ListAudit", &ops__admin__v1__list_audit_request__descriptor, &ops__admin__v1__list_audit_response__descriptor, list_audit, NULL, a, 0},
     };
     memcpy(a->methods, t, sizeof t);
+    a->n_methods = N_METHODS;
+    if (!(a->au = admin_upd_new(o->store, o->upd, o->auth, err, errlen))) {
+        free(a);
+        return NULL;
+    }
+    if (o->upd) {
+        size_t n;
+        const rpc_method *m = admin_upd_methods(a->au, &n);
+        memcpy(a->methods + a->n_methods, m, n * sizeof *m);
+        a->n_methods += n;
+    }
     return a;
 }
 
 const rpc_method *admin_methods(admin *a, size_t *n)
 {
-    *n = N_METHODS;
+    *n = a->n_methods;
     return a->methods;
 }
 
@@ -830,7 +855,7 @@ int admin_listen(admin *a, const rpc_server_opts *opts, char *err, size_t errlen
 {
     rpc_server *s = rpc_server_new(opts, err, errlen);
     if (!s) return -1;
-    if (rpc_server_add_methods(s, a->methods, N_METHODS, err, errlen) != 0 ||
+    if (rpc_server_add_methods(s, a->methods, a->n_methods, err, errlen) != 0 ||
         (a->o.reflection && rpc_reflection_register(s, a->o.reflection, err, errlen) != 0) ||
         (a->o.n_more_methods && rpc_server_add_methods(s, a->o.more_methods, a->o.n_more_methods, err, errlen) != 0) ||
         rpc_server_start(s, err, errlen) != 0) {
@@ -857,5 +882,6 @@ void admin_free(admin *a)
 {
     if (!a) return;
     if (a->srv) rpc_server_free(a->srv);
+    admin_upd_free(a->au);
     free(a);
 }

@@ -5,7 +5,10 @@
  * leaves an audit record in the store.
  *
  * Roles: viewer for reads and WatchEvents, operator for OperateAgent, admin for DeleteNode and
- * ListAudit.
+ * ListAudit. The pushed-event methods (PublishConfig, PublishUpdate, ListUpdateEvents,
+ * GetUpdateEvent) live in admin_updates.h. OperateAgent goes through the pool when the node's
+ * daemon has an address and answers; when it has none or is UNAVAILABLE, through a command
+ * event on the node's update stream (response.via "pool" or "stream").
  *
  * Owns: its method table and, when started with admin_listen(), its own rpc_server. Borrows
  * the store, liveness table, pool, hub and auth, which must outlive it. */
@@ -21,6 +24,7 @@
 #include "manager/pool.h"
 #include "manager/store.h"
 #include "rpc/reflection.h"
+#include "manager/updates.h"
 #include "rpc/server.h"
 
 typedef struct admin admin;
@@ -37,6 +41,8 @@ typedef struct admin_opts {
      * server too; borrowed, must outlive a. admin_methods() does not include them. */
     const rpc_method *more_methods;
     size_t n_more_methods;
+    upd *upd;        /* may be NULL: no PublishConfig/Update and event queries, and OperateAgent uses the
+                      * pool only; else OperateAgent falls back to the node's update stream */
 } admin_opts;
 
 /* Request limits and defaults. */

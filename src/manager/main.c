@@ -296,7 +296,7 @@ int main(int argc, char **argv)
     size_t n_enr = 0;
     const rpc_method *enr_m = admin_enroll_methods(enroll, &n_enr);
     admin_opts ao = {.store = st, .live = live, .pool = daemons, .hub = hub, .auth = tokens,
-                     .reflection = refl, .more_methods = enr_m, .n_more_methods = n_enr};
+                     .reflection = refl, .upd = updates, .more_methods = enr_m, .n_more_methods = n_enr};
     if (!(adm = admin_new(&ao, err, sizeof err))) {
         log_error("manager.admin_failed", "error=\"%s\"", err);
         goto out;

@@ -415,7 +415,13 @@ mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen)
         {"/proto.DaemonService/OperateAgent", &proto__agent_operation_request__descriptor, &proto__agent_operation_response__descriptor, not_here, NULL, m, 0},
         {"/proto.DaemonService/GetAgentMetrics", &proto__agent_metrics_request__descriptor, &proto__agent_metrics_response__descriptor, not_here, NULL, m, 0},
     };
-    memcpy(m->methods, t, sizeof t);
+    /* An extra method of the same name replaces ours (updates.c serves GetConfig). */
+    size_t n_own = 0;
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        int dup = 0;
+        for (size_t j = 0; j < o->n_extra_methods; j++) dup |= !strcmp(t[i].path, o->extra_methods[j].path);
+        if (!dup) m->methods[n_own++] = t[i];
+    }
     rpc_server_opts so;
     memset(&so, 0, sizeof so);
     so.name = "manager";
@@ -429,7 +435,7 @@ mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen)
         so.observe_user = o->metrics;
     }
     m->srv = rpc_server_new(&so, err, errlen);
-    if (!m->srv || rpc_server_add_methods(m->srv, m->methods, sizeof t / sizeof t[0], err, errlen) != 0 ||
+    if (!m->srv || rpc_server_add_methods(m->srv, m->methods, n_own, err, errlen) != 0 ||
         (o->reflection && rpc_reflection_register(m->srv, o->reflection, err, errlen) != 0) ||
         (o->n_extra_methods && rpc_server_add_methods(m->srv, o->extra_methods, o->n_extra_methods, err, errlen) != 0) ||
         rpc_server_start(m->srv, err, errlen) != 0) {

@@ -1,21 +1,43 @@
 /* updates: publish, the SubscribeUpdates stream and ReportEventResult. Streams wait on a
  * condition variable of their node's notifier (a small struct that exists while a stream of that
  * node does), woken by upd_publish; the timed wait only lets them notice a client that went
- * away or a server that stops. */
+ * away or a server that stops.
+ *
+ * Fan-out without the store: a publish also puts the event (one shared, reference-counted copy
+ * for all its nodes) into a small ring of each subscribed node's notifier, so that 10,000
+ * streams woken at once send from memory instead of running 10,000 queries. A stream reads the
+ * store only to replay (at subscription) or when it fell more than UPD_RING events behind.
+ * Publishes are serialised (pub_mu) so that ring entries go in id order: a stream that has
+ * sent id N may skip any ring entry <= N without losing one. */
 #include "manager/updates.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "base/log.h"
+#include "daemon.pb-c.h"
 #include "manager.pb-c.h"
 
 #define NBUCKETS 4096
 #define REPLAY_BATCH 100
+#define UPD_RING 16
+
+/* One published event as every target node's stream sends it (node_id and event_id apart). */
+typedef struct pubev {
+    atomic_int refs;
+    store_update u; /* node_id NULL, id 0: filled per node when sent */
+} pubev;
+
+typedef struct ring_item {
+    uint64_t seq;   /* the notifier's seq when it went in */
+    uint64_t id;    /* the event id for this node */
+    pubev *ev;      /* a reference */
+} ring_item;
 
 /* One node's notifier: shared by its current stream and any older one still winding down. */
 typedef struct notifier {
@@ -23,6 +45,7 @@ typedef struct notifier {
     uint64_t seq;       /* bumped by every publish to this node */
     uint64_t gen;       /* bumped by every new subscription: older streams end */
     int refs;           /* streams using it */
+    ring_item ring[UPD_RING]; /* the last events published to this node, by seq % UPD_RING */
     pthread_cond_t cv;
     struct notifier *next;
 } notifier;
@@ -34,9 +57,12 @@ struct upd {
     abuse *abuse;
     int64_t retention_s, wake_ms;
     pthread_mutex_t mu;
+    pthread_mutex_t pub_mu; /* one publish at a time: ring entries in id order */
     notifier *buckets[NBUCKETS];
     size_t streams;
-    rpc_method methods[2];
+    uint64_t results;   /* bumped by every stored ReportEventResult */
+    pthread_cond_t result_cv;
+    rpc_method methods[3];
 };
 
 static uint32_t hash_str(const char *s)
@@ -97,6 +123,60 @@ static int validate(const upd_event_in *ev, char *err, size_t errlen)
     return -1;
 }
 
+static void pubev_unref(pubev *e)
+{
+    if (!e || atomic_fetch_sub(&e->refs, 1) != 1) return;
+    store_update *x = &e->u;
+    free(x->kind);
+    free(x->component);
+    free(x->agent_id);
+    free(x->version);
+    free(x->download_url);
+    free(x->hash_sha256);
+    free(x->operation);
+    free(x->signature);
+    free(x->payload);
+    free(x->outcome);
+    free(x->message);
+    free(e);
+}
+
+static char *dup0(const char *s) { return strdup(s ? s : ""); }
+
+/* NULL when out of memory (the streams then read the store). */
+static pubev *pubev_new(const store_update_in *in)
+{
+    pubev *e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    atomic_init(&e->refs, 1);
+    store_update *x = &e->u;
+    x->kind = dup0(in->kind);
+    x->component = dup0(in->component);
+    x->agent_id = dup0(in->agent_id);
+    x->version = dup0(in->version);
+    x->download_url = dup0(in->download_url);
+    x->hash_sha256 = dup0(in->hash_sha256);
+    x->operation = dup0(in->operation);
+    x->outcome = dup0("");
+    x->message = dup0("");
+    x->created_at = in->created_at;
+    int bad = !x->kind || !x->component || !x->agent_id || !x->version || !x->download_url || !x->hash_sha256 ||
+              !x->operation || !x->outcome || !x->message;
+    if (in->signature_len && (x->signature = malloc(in->signature_len))) {
+        memcpy(x->signature, in->signature, in->signature_len);
+        x->signature_len = in->signature_len;
+    }
+    if (in->payload_len && (x->payload = malloc(in->payload_len))) {
+        memcpy(x->payload, in->payload, in->payload_len);
+        x->payload_len = in->payload_len;
+    }
+    if (bad || x->signature_len != in->signature_len || x->payload_len != in->payload_len) {
+        pubev_unref(e);
+        return NULL;
+    }
+    return e;
+}
+
 int upd_publish(upd *u, const upd_event_in *ev, const char *const *node_ids, size_t n,
                 uint64_t *ids_out, char *err, size_t errlen)
 {
@@ -112,6 +192,8 @@ int upd_publish(upd *u, const upd_event_in *ev, const char *const *node_ids, siz
     };
     uint64_t *ids = ids_out ? ids_out : calloc(n, sizeof *ids);
     if (!ids) { snprintf(err, errlen, "out of memory"); return UPD_ERROR; }
+    pubev *pe = pubev_new(&in);
+    pthread_mutex_lock(&u->pub_mu);
     int rc = store_add_updates(u->st, &in, node_ids, n, ids, err, errlen);
     if (rc == 0) {
         pthread_mutex_lock(&u->mu);
@@ -119,9 +201,19 @@ int upd_publish(upd *u, const upd_event_in *ev, const char *const *node_ids, siz
             notifier *nt = find(u, node_ids[i], NULL);
             if (!nt) continue;
             nt->seq++;
+            ring_item *it = &nt->ring[nt->seq % UPD_RING];
+            pubev_unref(it->ev);
+            it->seq = nt->seq;
+            it->id = ids[i];
+            it->ev = pe;
+            if (pe) atomic_fetch_add(&pe->refs, 1);
             pthread_cond_broadcast(&nt->cv);
         }
         pthread_mutex_unlock(&u->mu);
+    }
+    pthread_mutex_unlock(&u->pub_mu);
+    pubev_unref(pe);
+    if (rc == 0) {
         for (size_t i = 0; i < n; i++)
             log_info("update.published", "node=%s event_id=%llu kind=%s agent=%s", node_ids[i], (unsigned long long)ids[i], ev->kind,
                      ev->agent_id ? ev->agent_id : "");
@@ -162,6 +254,14 @@ static void to_event(rpc_ctx *c, const store_update *s, Manager__UpdateEvent *e)
     e->node_id = rpc_ctx_strdup(c, s->node_id);
 }
 
+static void notifier_free(notifier *nt)
+{
+    for (size_t i = 0; i < UPD_RING; i++) pubev_unref(nt->ring[i].ev);
+    pthread_cond_destroy(&nt->cv);
+    free(nt->node_id);
+    free(nt);
+}
+
 /* Leaves the stream: the last one out frees the notifier. */
 static void release(upd *u, notifier *nt)
 {
@@ -171,9 +271,7 @@ static void release(upd *u, notifier *nt)
         notifier **slot;
         find(u, nt->node_id, &slot);
         *slot = nt->next;
-        pthread_cond_destroy(&nt->cv);
-        free(nt->node_id);
-        free(nt);
+        notifier_free(nt);
     }
     pthread_mutex_unlock(&u->mu);
 }
@@ -223,11 +321,14 @@ static int subscribe(rpc_ctx *c, const void *reqv, void *user)
     log_info("update.subscribed", "node=%s last_event_id=%llu peer=%s", req->node_id, (unsigned long long)req->last_event_id,
              rpc_ctx_peer(c));
     uint64_t after = req->last_event_id;
+    uint64_t seen = 0;  /* the notifier's seq this stream has dealt with */
+    int from_store = 1; /* replay, or fell more than UPD_RING behind */
     int code = RPC_OK;
+    ring_item take[UPD_RING];
     for (;;) {
         pthread_mutex_lock(&u->mu);
-        uint64_t seq = nt->seq; /* a publish after this point wakes the wait below */
         int superseded = nt->gen != gen;
+        if (from_store) seen = nt->seq; /* what is published from now on is in the ring too */
         pthread_mutex_unlock(&u->mu);
         if (superseded) {
             code = rpc_ctx_errorf(c, RPC_ABORTED, "a newer subscription of node %s replaced this one", req->node_id);
@@ -235,29 +336,33 @@ static int subscribe(rpc_ctx *c, const void *reqv, void *user)
         }
         if (rpc_ctx_cancelled(c)) break;
 
-        store_update_list l;
-        char err[512];
-        if (store_list_updates_after(u->st, req->node_id, after, (int64_t)time(NULL) - u->retention_s, REPLAY_BATCH, &l, err,
-                                     sizeof err) != 0) {
-            char q[600];
-            log_error("update.replay_failed", "node=%s error=%s", req->node_id, log_quote(q, sizeof q, err));
-            code = rpc_ctx_errorf(c, RPC_UNAVAILABLE, "reading events: %s", err);
-            break;
-        }
         int failed = 0;
-        for (size_t i = 0; i < l.n && !failed; i++) {
-            Manager__UpdateEvent ev;
-            to_event(c, &l.items[i], &ev);
-            if (rpc_ctx_send(c, &ev.base) != 0) failed = 1;
-            else after = l.items[i].id;
+        if (from_store) {
+            store_update_list l;
+            char err[512];
+            if (store_list_updates_after(u->st, req->node_id, after, (int64_t)time(NULL) - u->retention_s, REPLAY_BATCH, &l, err,
+                                         sizeof err) != 0) {
+                char q[600];
+                log_error("update.replay_failed", "node=%s error=%s", req->node_id, log_quote(q, sizeof q, err));
+                code = rpc_ctx_errorf(c, RPC_UNAVAILABLE, "reading events: %s", err);
+                break;
+            }
+            for (size_t i = 0; i < l.n && !failed; i++) {
+                Manager__UpdateEvent ev;
+                to_event(c, &l.items[i], &ev);
+                if (rpc_ctx_send(c, &ev.base) != 0) failed = 1;
+                else after = l.items[i].id;
+            }
+            size_t got = l.n;
+            store_update_list_free(&l);
+            if (failed) break;
+            if (got == REPLAY_BATCH) continue; /* more to replay */
+            from_store = 0;
         }
-        size_t got = l.n;
-        store_update_list_free(&l);
-        if (failed) break;
-        if (got == REPLAY_BATCH) continue; /* more to replay */
 
+        size_t n_take = 0;
         pthread_mutex_lock(&u->mu);
-        while (nt->seq == seq && nt->gen == gen && !rpc_ctx_cancelled(c)) {
+        while (nt->seq == seen && nt->gen == gen && !rpc_ctx_cancelled(c)) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             int64_t ns = ts.tv_nsec + (u->wake_ms % 1000) * 1000000L;
@@ -265,7 +370,36 @@ static int subscribe(rpc_ctx *c, const void *reqv, void *user)
             ts.tv_nsec = ns % 1000000000L;
             pthread_cond_timedwait(&nt->cv, &u->mu, &ts);
         }
+        if (nt->seq - seen > UPD_RING) {
+            from_store = 1;
+        } else {
+            for (uint64_t q = seen + 1; q <= nt->seq && !from_store; q++) {
+                ring_item *it = &nt->ring[q % UPD_RING];
+                if (it->seq != q || !it->ev) {
+                    from_store = 1; /* its copy could not be made: the store has it */
+                    break;
+                }
+                take[n_take] = *it;
+                atomic_fetch_add(&it->ev->refs, 1);
+                n_take++;
+            }
+            if (!from_store) seen = nt->seq;
+        }
         pthread_mutex_unlock(&u->mu);
+        for (size_t i = 0; i < n_take; i++) {
+            /* Ids go up in ring order; one at or below `after` was replayed from the store. */
+            if (!from_store && !failed && take[i].id > after) {
+                store_update x = take[i].ev->u;
+                x.id = take[i].id;
+                x.node_id = req->node_id;
+                Manager__UpdateEvent ev;
+                to_event(c, &x, &ev);
+                if (rpc_ctx_send(c, &ev.base) != 0) failed = 1;
+                else after = x.id;
+            }
+            pubev_unref(take[i].ev);
+        }
+        if (failed) break;
     }
     log_info("update.unsubscribed", "node=%s last_sent=%llu code=%d", req->node_id, (unsigned long long)after, code);
     release(u, nt);
@@ -296,11 +430,143 @@ static int report_result(rpc_ctx *c, const void *reqv, void *respv, void *user)
         return rpc_ctx_errorf(c, RPC_UNAVAILABLE, "storing the result: %s", err);
     if (!found)
         return rpc_ctx_errorf(c, RPC_NOT_FOUND, "node %s has no event %llu", req->node_id, (unsigned long long)req->event_id);
+    pthread_mutex_lock(&u->mu);
+    u->results++;
+    pthread_cond_broadcast(&u->result_cv);
+    pthread_mutex_unlock(&u->mu);
     char q[4200];
     log_info("update.result", "node=%s event_id=%llu outcome=%s message=%s", req->node_id, (unsigned long long)req->event_id,
              req->outcome, log_quote(q, sizeof q, req->message));
     resp->success = 1;
     resp->message = rpc_ctx_strdup(c, "recorded");
+    return RPC_OK;
+}
+
+/* ---- results, config pulls ------------------------------------------------------------------ */
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* 1 with the result copied, 0 while pending, UPD_NOT_FOUND, UPD_ERROR. */
+static int read_result(upd *u, const char *node_id, uint64_t id, char *outcome, size_t ol, char *message, size_t ml,
+                       char *err, size_t errlen)
+{
+    store_update_filter f = {.node_id = node_id, .event_id = id, .limit = 1};
+    store_update_list l;
+    if (store_list_updates(u->st, &f, &l, err, errlen) != 0) return UPD_ERROR;
+    int rc = UPD_NOT_FOUND;
+    if (l.n) {
+        rc = l.items[0].outcome && l.items[0].outcome[0];
+        if (rc) {
+            snprintf(outcome, ol, "%s", l.items[0].outcome);
+            snprintf(message, ml, "%s", l.items[0].message ? l.items[0].message : "");
+        }
+    }
+    store_update_list_free(&l);
+    return rc;
+}
+
+int upd_wait_result(upd *u, const char *node_id, uint64_t event_id, int64_t deadline_ms, const rpc_ctx *c,
+                    char *outcome, size_t outcome_len, char *message, size_t message_len, char *err, size_t errlen)
+{
+    for (;;) {
+        pthread_mutex_lock(&u->mu);
+        uint64_t seen = u->results; /* a result stored after this point wakes the wait below */
+        pthread_mutex_unlock(&u->mu);
+        int rc = read_result(u, node_id, event_id, outcome, outcome_len, message, message_len, err, errlen);
+        if (rc == 1) return UPD_OK;
+        if (rc != 0) {
+            if (rc == UPD_NOT_FOUND) snprintf(err, errlen, "node %s has no event %llu", node_id, (unsigned long long)event_id);
+            return rc;
+        }
+        int64_t now = wall_ms();
+        if (now >= deadline_ms || (c && rpc_ctx_cancelled(c))) {
+            snprintf(err, errlen, "no result for event %llu of node %s yet", (unsigned long long)event_id, node_id);
+            return UPD_TIMEOUT;
+        }
+        int64_t until = deadline_ms < now + u->wake_ms ? deadline_ms : now + u->wake_ms;
+        struct timespec ts = {.tv_sec = until / 1000, .tv_nsec = (until % 1000) * 1000000L};
+        pthread_mutex_lock(&u->mu);
+        while (u->results == seen && wall_ms() < until)
+            if (pthread_cond_timedwait(&u->result_cv, &u->mu, &ts) == ETIMEDOUT) break;
+        pthread_mutex_unlock(&u->mu);
+    }
+}
+
+int upd_node_streaming(upd *u, const char *node_id)
+{
+    pthread_mutex_lock(&u->mu);
+    int yes = find(u, node_id, NULL) != NULL;
+    pthread_mutex_unlock(&u->mu);
+    return yes;
+}
+
+#define CONFIG_SCAN_MAX 10000 /* events looked at for one pull (retention keeps few) */
+
+int upd_latest_config(upd *u, const char *node_id, const char *agent_id, uint8_t **data, size_t *len, char *err,
+                      size_t errlen)
+{
+    *data = NULL;
+    *len = 0;
+    store_update_filter f = {.node_id = node_id, .limit = 100};
+    for (size_t seen = 0; seen < CONFIG_SCAN_MAX;) {
+        store_update_list l;
+        if (store_list_updates(u->st, &f, &l, err, errlen) != 0) return UPD_ERROR;
+        int rc = UPD_NOT_FOUND;
+        for (size_t i = 0; i < l.n && rc == UPD_NOT_FOUND; i++) {
+            const store_update *e = &l.items[i];
+            if (strcmp(e->kind, "config_change") || strcmp(e->agent_id, agent_id)) continue;
+            rc = UPD_OK;
+            if (e->payload_len) {
+                if (!(*data = malloc(e->payload_len))) {
+                    snprintf(err, errlen, "out of memory");
+                    rc = UPD_ERROR;
+                } else {
+                    memcpy(*data, e->payload, e->payload_len);
+                    *len = e->payload_len;
+                }
+            }
+        }
+        size_t got = l.n;
+        if (got) f.before_id = l.items[got - 1].id;
+        store_update_list_free(&l);
+        if (rc != UPD_NOT_FOUND) return rc;
+        if (got < f.limit) break;
+        seen += got;
+    }
+    snprintf(err, errlen, "no config published for agent %s of node %s", agent_id, node_id);
+    return UPD_NOT_FOUND;
+}
+
+/* proto.DaemonService/GetConfig on the manager: a daemon pulls what was published for it. */
+static int get_config(rpc_ctx *c, const void *reqv, void *respv, void *user)
+{
+    upd *u = user;
+    const Proto__ConfigRequest *req = reqv;
+    Proto__ConfigResponse *resp = respv;
+    if (!req->node_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "node_id is required");
+    if (strcmp(req->config_type, "agent"))
+        return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "config_type must be \"agent\" (got \"%.40s\"): the manager keeps agent configs only",
+                              req->config_type);
+    if (!req->agent_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "agent_id is required for config_type agent");
+    uint8_t *data;
+    size_t len;
+    char err[512];
+    int rc = upd_latest_config(u, req->node_id, req->agent_id, &data, &len, err, sizeof err);
+    if (rc == UPD_NOT_FOUND) return rpc_ctx_errorf(c, RPC_NOT_FOUND, "%s", err);
+    if (rc != UPD_OK) return rpc_ctx_errorf(c, RPC_UNAVAILABLE, "reading events: %s", err);
+    if (len) {
+        resp->config_data.data = rpc_ctx_alloc(c, len);
+        memcpy(resp->config_data.data, data, len);
+        resp->config_data.len = len;
+    }
+    free(data);
+    resp->success = 1;
+    resp->message = rpc_ctx_strdup(c, "ok");
     return RPC_OK;
 }
 
@@ -316,17 +582,21 @@ upd *upd_new(const upd_opts *o, char *err, size_t errlen)
         return NULL;
     }
     u->st = o->store;
-    u->max_streams = o->max_streams > 0 ? o->max_streams : 10000;
+    u->max_streams = o->max_streams > 0 ? o->max_streams : UPD_DEFAULT_MAX_STREAMS;
     u->auth = o->auth;
     u->abuse = o->abuse;
     u->retention_s = o->retention_s > 0 ? o->retention_s : 7 * 24 * 3600;
     u->wake_ms = o->wake_ms > 0 ? o->wake_ms : 500;
     pthread_mutex_init(&u->mu, NULL);
+    pthread_mutex_init(&u->pub_mu, NULL);
+    pthread_cond_init(&u->result_cv, NULL);
     /* Result writes wait for a commit: off the workers (RPC_METHOD_SLOW). */
     u->methods[0] = (rpc_method){"/manager.ManagerService/SubscribeUpdates", &manager__subscribe_updates_request__descriptor,
                                  &manager__update_event__descriptor, NULL, subscribe, u, 0};
     u->methods[1] = (rpc_method){"/manager.ManagerService/ReportEventResult", &manager__event_result_request__descriptor,
                                  &manager__event_result_response__descriptor, report_result, NULL, u, RPC_METHOD_SLOW};
+    u->methods[2] = (rpc_method){"/proto.DaemonService/GetConfig", &proto__config_request__descriptor,
+                                 &proto__config_response__descriptor, get_config, NULL, u, RPC_METHOD_SLOW};
     return u;
 }
 
@@ -343,12 +613,12 @@ void upd_free(upd *u)
     for (size_t i = 0; i < NBUCKETS; i++) {
         for (notifier *nt = u->buckets[i]; nt;) {
             notifier *next = nt->next;
-            pthread_cond_destroy(&nt->cv);
-            free(nt->node_id);
-            free(nt);
+            notifier_free(nt);
             nt = next;
         }
     }
+    pthread_cond_destroy(&u->result_cv);
+    pthread_mutex_destroy(&u->pub_mu);
     pthread_mutex_destroy(&u->mu);
     free(u);
 }

@@ -27,11 +27,13 @@
 
 typedef struct upd upd;
 
-enum { UPD_OK = 0, UPD_INVALID = 1, UPD_ERROR = -1 };
+enum { UPD_OK = 0, UPD_INVALID = 1, UPD_TIMEOUT = 2, UPD_NOT_FOUND = 3, UPD_ERROR = -1 };
+
+#define UPD_DEFAULT_MAX_STREAMS 10000
 
 typedef struct upd_opts {
     store *store;
-    int max_streams;          /* concurrent SubscribeUpdates streams; 0 = 10000 */
+    int max_streams;          /* concurrent SubscribeUpdates streams; 0 = UPD_DEFAULT_MAX_STREAMS */
     int64_t retention_s;      /* older events replay only as the latest state; 0 = 7 days */
     int64_t wake_ms;          /* how often a waiting stream checks for cancellation; 0 = 500 */
     nodeauth *auth;           /* may be NULL: a caller may speak for any node */
@@ -64,7 +66,23 @@ int upd_publish(upd *u, const upd_event_in *ev, const char *const *node_ids, siz
 /* Retention: deletes events that replay would skip (older than the window and superseded, or
  * old commands). Call it now and then (the manager's idle tick). */
 int upd_compact(upd *u, int64_t now, uint64_t *deleted, char *err, size_t errlen);
-/* The methods to add to the manager's server: SubscribeUpdates and ReportEventResult. */
+/* Waits (bounded) for the daemon's ReportEventResult of node_id's event event_id: each result
+ * wakes the waiters, which then read the store. deadline_ms is wall-clock ms since the epoch; c
+ * (may be NULL) ends the wait early when its call is cancelled. UPD_OK with outcome/message
+ * copied (truncated to their buffers), UPD_TIMEOUT when no result came in time, UPD_NOT_FOUND
+ * when the event does not exist, UPD_ERROR with err. */
+int upd_wait_result(upd *u, const char *node_id, uint64_t event_id, int64_t deadline_ms, const rpc_ctx *c,
+                    char *outcome, size_t outcome_len, char *message, size_t message_len, char *err, size_t errlen);
+/* 1 when a SubscribeUpdates stream of node_id is open now. */
+int upd_node_streaming(upd *u, const char *node_id);
+/* The content of the newest config_change published for (node_id, agent_id) (what the manager's
+ * DaemonService.GetConfig answers): UPD_OK with *data (malloc'd, the caller's; NULL when empty)
+ * and *len, UPD_NOT_FOUND when none was published (or retention dropped it), UPD_ERROR. */
+int upd_latest_config(upd *u, const char *node_id, const char *agent_id, uint8_t **data, size_t *len, char *err,
+                      size_t errlen);
+/* The methods to add to the manager's server: SubscribeUpdates, ReportEventResult and
+ * proto.DaemonService/GetConfig (a daemon pulling the config last published for it; the
+ * manager's own table yields that name to this one). */
 const rpc_method *upd_methods(upd *u, size_t *n);
 /* Streams open now. */
 size_t upd_stream_count(upd *u);

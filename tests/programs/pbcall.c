@@ -28,6 +28,7 @@ static const struct {
     {"manager.ManagerService/RegisterNode", &manager__register_node_request__descriptor, &manager__register_node_response__descriptor, 0},
     {"manager.ManagerService/Heartbeat", &manager__heartbeat_request__descriptor, &manager__heartbeat_response__descriptor, 0},
     {"manager.ManagerService/ReportMetrics", &manager__report_metrics_request__descriptor, &manager__report_metrics_response__descriptor, 0},
+    {"manager.ManagerService/ReportEventResult", &manager__event_result_request__descriptor, &manager__event_result_response__descriptor, 0},
     {"proto.DaemonService/Register", &proto__register_request__descriptor, &proto__register_response__descriptor, 0},
     {"proto.DaemonService/Heartbeat", &proto__heartbeat_request__descriptor, &proto__heartbeat_response__descriptor, 0},
     {"proto.DaemonService/ReportMetrics", &proto__metrics_request__descriptor, &proto__metrics_response__descriptor, 0},
@@ -53,9 +54,12 @@ static const struct {
     ADM("CreateEnrollmentToken", create_enrollment_token_request, create_enrollment_token_response, 0),
     ADM("ListEnrollmentTokens", list_enrollment_tokens_request, list_enrollment_tokens_response, 0),
     ADM("RevokeEnrollmentToken", revoke_enrollment_token_request, revoke_enrollment_token_response, 0),
+    ADM("PublishConfig", publish_config_request, publish_response, 0),
+    ADM("PublishUpdate", publish_update_request, publish_response, 0),
+    ADM("ListUpdateEvents", list_update_events_request, list_update_events_response, 0),
+    ADM("GetUpdateEvent", get_update_event_request, get_update_event_response, 0),
 #undef ADM
     {"manager.ManagerService/SubscribeUpdates", &manager__subscribe_updates_request__descriptor, &manager__update_event__descriptor, 1},
-    {"manager.ManagerService/ReportEventResult", &manager__event_result_request__descriptor, &manager__event_result_response__descriptor, 0},
 };
 
 #define MAX_HEADERS 16
