@@ -97,9 +97,11 @@ expect_eq "$(sql "select group_concat(agent_id||':'||status||':'||removed) from 
 r=$(call $M proto.DaemonService/SyncAgentStates '{"node_id":"n1","states":[{"agent_id":"a1","status":"error","pid":0}]}')
 expect_eq "$(sql "select group_concat(agent_id||':'||status||':'||removed) from (select * from agents where node_id='n1' order by agent_id)")" "a1:error:0,a2:removed:1" "agent no longer listed is removed"
 r=$(call $M proto.DaemonService/SyncAgentStates '{"node_id":"n1","states":[]}'); expect_eq "$(jget "$r" .response.success)" true "empty list is valid"
-for m in ListAgents OperateAgent GetAgentMetrics GetConfig PushUpdate Register; do
+for m in ListAgents OperateAgent GetAgentMetrics PushUpdate Register; do
   r=$(call $M proto.DaemonService/$m); expect_eq "$(jget "$r" .code)" UNIMPLEMENTED "$m on the manager"
 done
+# GetConfig is served: a daemon pulls the config last published for it (updates.h).
+r=$(call $M proto.DaemonService/GetConfig); expect_eq "$(jget "$r" .code)" INVALID_ARGUMENT "GetConfig without node_id"
 pass "SyncAgentStates: upsert, removal, empty list; other DaemonService methods UNIMPLEMENTED"
 
 # Liveness: silent for offline_after -> offline (logged and stored), a heartbeat -> online.
