@@ -8,7 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "base/log.h"
 #include "daemon.pb-c.h"
@@ -25,10 +29,83 @@ struct dservice {
     rpc_method methods[9];
 };
 
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+/* Constant time in the token's content: the digest is compared with CRYPTO_memcmp. */
+static int token_matches(const char *hex, const char *token)
+{
+    unsigned char want[32], got[EVP_MAX_MD_SIZE];
+    for (int i = 0; i < 32; i++) {
+        int hi = hexval(hex[2 * i]), lo = hi < 0 ? -1 : hexval(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) return 0;
+        want[i] = (unsigned char)(hi << 4 | lo);
+    }
+    unsigned int gl = 0;
+    if (!EVP_Digest(token, strlen(token), got, &gl, EVP_sha256(), NULL) || gl != 32) return 0;
+    return CRYPTO_memcmp(want, got, 32) == 0;
+}
+
+int dservice_authorize(const dconfig_auth *a, const char *authorization, const char *identity, char *why,
+                       size_t whylen)
+{
+    why[0] = 0;
+    int have_token = a->manager_token_sha256 && a->manager_token_sha256[0];
+    if (!have_token && a->n_allowed_identities == 0) return RPC_OK; /* open by configuration */
+    if (identity && *identity)
+        for (size_t i = 0; i < a->n_allowed_identities; i++)
+            if (!strcmp(a->allowed_identities[i], identity)) return RPC_OK;
+    if (authorization) {
+        if (strncasecmp(authorization, "Bearer ", 7) != 0 || !authorization[7]) {
+            snprintf(why, whylen, "authorization must be \"Bearer <token>\"");
+            return RPC_UNAUTHENTICATED;
+        }
+        if (have_token && token_matches(a->manager_token_sha256, authorization + 7)) return RPC_OK;
+        snprintf(why, whylen, "invalid token");
+        return RPC_UNAUTHENTICATED;
+    }
+    if (identity && *identity) {
+        snprintf(why, whylen, "certificate identity \"%.128s\" is not in daemon.auth.allowed_identities", identity);
+        return RPC_PERMISSION_DENIED;
+    }
+    snprintf(why, whylen, "the manager's credentials are required (%s%s%s)",
+             have_token ? "authorization: Bearer <token>" : "", have_token && a->n_allowed_identities ? " or " : "",
+             a->n_allowed_identities ? "a client certificate" : "");
+    return RPC_UNAUTHENTICATED;
+}
+
+/* Every DaemonService method starts here; the configuration can change on reload. */
+static int authorize(rpc_ctx *c, dservice *d)
+{
+    const char *authz = rpc_ctx_metadata(c, "authorization");
+    const char *ident = rpc_ctx_peer_identity(c);
+    char why[300];
+    pthread_mutex_lock(&d->cfg_mu);
+    int code = dservice_authorize(&d->cfg->daemon.auth, authz, ident, why, sizeof why);
+    pthread_mutex_unlock(&d->cfg_mu);
+    if (code == RPC_OK) return RPC_OK;
+    char q[400];
+    log_warn("daemon.auth_refused", "method=%s peer=%s identity=%s code=%s reason=%s trace_id=%s", rpc_ctx_method(c),
+             rpc_ctx_peer(c), ident ? ident : "-", rpc_code_name(code), log_quote(q, sizeof q, why), rpc_ctx_trace_id(c));
+    return rpc_ctx_errorf(c, code, "%s", why);
+}
+
+#define AUTHORIZE(c, d)                                  \
+    do {                                                 \
+        int auth_code_ = authorize((c), (d));            \
+        if (auth_code_ != RPC_OK) return auth_code_;     \
+    } while (0)
+
 static int list_agents(rpc_ctx *c, const void *reqv, void *respv, void *user)
 {
     (void)reqv;
     dservice *d = user;
+    AUTHORIZE(c, d);
     Proto__ListAgentsResponse *resp = respv;
     sup_agent_info *list;
     size_t n;
@@ -55,6 +132,7 @@ static int list_agents(rpc_ctx *c, const void *reqv, void *respv, void *user)
 static int operate_agent(rpc_ctx *c, const void *reqv, void *respv, void *user)
 {
     dservice *d = user;
+    AUTHORIZE(c, d);
     const Proto__AgentOperationRequest *req = reqv;
     Proto__AgentOperationResponse *resp = respv;
     if (!req->agent_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "agent_id is required");
@@ -80,6 +158,7 @@ static int operate_agent(rpc_ctx *c, const void *reqv, void *respv, void *user)
 static int agent_metrics(rpc_ctx *c, const void *reqv, void *respv, void *user)
 {
     dservice *d = user;
+    AUTHORIZE(c, d);
     const Proto__AgentMetricsRequest *req = reqv;
     Proto__AgentMetricsResponse *resp = respv;
     if (!req->agent_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "agent_id is required");
@@ -134,6 +213,7 @@ static char *read_small_file(rpc_ctx *c, const char *path, size_t *len, char *er
 static int get_config(rpc_ctx *c, const void *reqv, void *respv, void *user)
 {
     dservice *d = user;
+    AUTHORIZE(c, d);
     const Proto__ConfigRequest *req = reqv;
     Proto__ConfigResponse *resp = respv;
     int is_daemon = !strcmp(req->config_type, "daemon"), is_agent = !strcmp(req->config_type, "agent");
@@ -190,6 +270,7 @@ static int get_config(rpc_ctx *c, const void *reqv, void *respv, void *user)
 static int push_update(rpc_ctx *c, const void *reqv, void *respv, void *user)
 {
     dservice *d = user;
+    AUTHORIZE(c, d);
     const Proto__UpdateRequest *req = reqv;
     Proto__UpdateResponse *resp = respv;
     if (!d->updr) return rpc_ctx_errorf(c, RPC_UNIMPLEMENTED, "updates are not enabled on this daemon");
@@ -214,7 +295,8 @@ static int push_update(rpc_ctx *c, const void *reqv, void *respv, void *user)
 
 static int not_here(rpc_ctx *c, const void *reqv, void *respv, void *user)
 {
-    (void)reqv; (void)respv; (void)user;
+    (void)reqv; (void)respv;
+    AUTHORIZE(c, (dservice *)user);
     return rpc_ctx_errorf(c, RPC_UNIMPLEMENTED, "%s is not served by ops-daemon", rpc_ctx_method(c));
 }
 
@@ -266,6 +348,8 @@ const dconfig *dservice_swap_config(dservice *d, const dconfig *cfg)
 }
 
 int dservice_port(const dservice *d) { return rpc_server_port(d->srv, 0); }
+
+int dservice_reload_tls(dservice *d) { return rpc_server_reload_tls(d->srv); }
 
 void dservice_stop(dservice *d, int64_t grace_ms)
 {

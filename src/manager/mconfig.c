@@ -60,7 +60,12 @@ struct raw_admin {
     unsigned tokens_count;
 };
 
+struct raw_daemons {
+    char *token, *token_file;
+};
+
 struct raw {
+    struct raw_daemons *daemons;
     struct raw_prometheus *prometheus;
     struct raw_grpc *grpc;
     struct raw_database *database;
@@ -145,7 +150,14 @@ static const cyaml_schema_field_t admin_fields[] = {
     CYAML_FIELD_END,
 };
 
+static const cyaml_schema_field_t daemons_fields[] = {
+    STR("token", struct raw_daemons, token),
+    STR("token_file", struct raw_daemons, token_file),
+    CYAML_FIELD_END,
+};
+
 static const cyaml_schema_field_t top_fields[] = {
+    CYAML_FIELD_MAPPING_PTR("daemons", OPT, struct raw, daemons, daemons_fields),
     CYAML_FIELD_MAPPING_PTR("prometheus", OPT, struct raw, prometheus, prometheus_fields),
     CYAML_FIELD_MAPPING_PTR("grpc", OPT, struct raw, grpc, grpc_fields),
     CYAML_FIELD_MAPPING_PTR("database", OPT, struct raw, database, database_fields),
@@ -415,6 +427,10 @@ static void apply(checker *ck, const struct raw *r, mconfig *c)
         prom_parse_listen(c->prometheus.listen, host, sizeof host, &port, why, sizeof why) != 0)
         bad(ck, "prometheus.listen", c->prometheus.listen, "not host:port", "e.g. 127.0.0.1:9190 or [::1]:9190");
     admin_section(ck, r ? r->admin : NULL, c);
+    c->daemons.token = dup_or(ck, r && r->daemons ? r->daemons->token : NULL, "");
+    c->daemons.token_file = dup_or(ck, r && r->daemons ? r->daemons->token_file : NULL, "");
+    if (c->daemons.token_file && *c->daemons.token_file && c->daemons.token_file[0] != '/')
+        bad(ck, "daemons.token_file", c->daemons.token_file, "not an absolute path", "e.g. /etc/ops/daemon-token");
 }
 
 /* An empty file (or only comments) is a valid config made of defaults; libcyaml refuses it. */
@@ -489,6 +505,8 @@ void mconfig_free(mconfig *c)
     free(c->log.file);
     free(c->prometheus.listen);
     free(c->admin.listen);
+    free(c->daemons.token);
+    free(c->daemons.token_file);
     for (size_t i = 0; i < c->admin.n_tokens; i++) {
         free(c->admin.tokens[i].name);
         free(c->admin.tokens[i].role);
@@ -564,6 +582,10 @@ char *mconfig_dump_yaml(const mconfig *c)
         fprintf(f, "\n      role: %s\n      sha256: %s\n", c->admin.tokens[i].role,
                 c->admin.tokens[i].sha256);
     }
+    /* The token itself is a secret: never printed. */
+    fprintf(f, "daemons:\n  token_file: ");
+    put_str(f, c->daemons.token_file);
+    fprintf(f, "\n%s", c->daemons.token && *c->daemons.token ? "  # token: set in the file, not shown\n" : "");
     if (fclose(f) != 0) {
         free(text);
         return NULL;

@@ -73,6 +73,13 @@ typedef struct mconfig_admin {
     size_t n_tokens;
 } mconfig_admin;
 
+/* daemons: how the manager proves itself to daemons (their daemon.auth). The token goes as
+ * `authorization: Bearer` on every DaemonService call; the certificate is grpc.tls's. */
+typedef struct mconfig_daemons {
+    char *token;      /* default "": none */
+    char *token_file; /* default "": read at start and on SIGHUP (wins over token) */
+} mconfig_daemons;
+
 typedef struct mconfig {
     char *source; /* the file it came from, or "(defaults)" */
     mconfig_grpc grpc;
@@ -82,6 +89,7 @@ typedef struct mconfig {
     mconfig_log log;
     mconfig_prometheus prometheus;
     mconfig_admin admin;
+    mconfig_daemons daemons;
 } mconfig;
 
 /* Loads path; path NULL gives the defaults. Returns 0 with *out, or -1 with err. */
