@@ -452,7 +452,9 @@ static grpc_ssl_certificate_config_reload_status fetch_config(void *user, grpc_s
         return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
     }
     grpc_ssl_pem_key_cert_pair pair = {.private_key = s->key, .cert_chain = s->cert};
-    *out = grpc_ssl_server_certificate_config_create(s->ca, &pair, 1);
+    /* The core insists on roots even when it asks for no client certificate; ours then go
+     * unused, so our own chain stands in. */
+    *out = grpc_ssl_server_certificate_config_create(s->ca ? s->ca : s->cert, &pair, 1);
     p->gen_seen = s->gen;
     pthread_mutex_unlock(&s->mu);
     return *out ? GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW : GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_FAIL;
