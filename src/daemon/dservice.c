@@ -101,6 +101,56 @@ static int authorize(rpc_ctx *c, dservice *d)
         if (auth_code_ != RPC_OK) return auth_code_;     \
     } while (0)
 
+int dservice_validate(const ProtobufCMessage *req, char *why, size_t whylen)
+{
+    why[0] = 0;
+    const ProtobufCMessageDescriptor *d = req->descriptor;
+    if (d == &proto__agent_operation_request__descriptor) {
+        const Proto__AgentOperationRequest *r = (const void *)req;
+        if (!r->agent_id[0]) return snprintf(why, whylen, "agent_id is required"), RPC_INVALID_ARGUMENT;
+        if (strcmp(r->operation, "start") && strcmp(r->operation, "stop") && strcmp(r->operation, "restart"))
+            return snprintf(why, whylen, "invalid operation \"%.60s\": must be start, stop or restart", r->operation),
+                   RPC_INVALID_ARGUMENT;
+    } else if (d == &proto__agent_metrics_request__descriptor) {
+        const Proto__AgentMetricsRequest *r = (const void *)req;
+        if (!r->agent_id[0]) return snprintf(why, whylen, "agent_id is required"), RPC_INVALID_ARGUMENT;
+    } else if (d == &proto__config_request__descriptor) {
+        const Proto__ConfigRequest *r = (const void *)req;
+        int is_agent = !strcmp(r->config_type, "agent");
+        if (!is_agent && strcmp(r->config_type, "daemon"))
+            return snprintf(why, whylen, "invalid config_type \"%.60s\": must be daemon or agent", r->config_type),
+                   RPC_INVALID_ARGUMENT;
+        if (is_agent && !r->agent_id[0])
+            return snprintf(why, whylen, "agent_id is required when config_type is agent"), RPC_INVALID_ARGUMENT;
+    } else if (d == &proto__update_request__descriptor) {
+        const Proto__UpdateRequest *r = (const void *)req;
+        if (!strncmp(r->component, "agent:", 6)) {
+            if (!r->component[6]) return snprintf(why, whylen, "component: agent id is empty"), RPC_INVALID_ARGUMENT;
+        } else if (strcmp(r->component, "daemon") != 0) {
+            return snprintf(why, whylen, "component must be \"daemon\" or \"agent:<agent id>\" (got \"%.60s\")", r->component),
+                   RPC_INVALID_ARGUMENT;
+        }
+        uint8_t sig[64];
+        if (vfy_decode_signature(r->signature, sig) != 0)
+            return snprintf(why, whylen, "signature must be 128 hex digits or base64 of 64 bytes"), RPC_INVALID_ARGUMENT;
+    }
+    return RPC_OK;
+}
+
+/* The request's checks, answered INVALID_ARGUMENT with the field named. */
+static int validate(rpc_ctx *c, const void *req)
+{
+    char why[300];
+    int code = dservice_validate(req, why, sizeof why);
+    return code == RPC_OK ? RPC_OK : rpc_ctx_errorf(c, code, "%s", why);
+}
+
+#define VALIDATE(c, req)                                 \
+    do {                                                 \
+        int valid_code_ = validate((c), (req));          \
+        if (valid_code_ != RPC_OK) return valid_code_;   \
+    } while (0)
+
 static int list_agents(rpc_ctx *c, const void *reqv, void *respv, void *user)
 {
     (void)reqv;
@@ -135,14 +185,9 @@ static int operate_agent(rpc_ctx *c, const void *reqv, void *respv, void *user)
     AUTHORIZE(c, d);
     const Proto__AgentOperationRequest *req = reqv;
     Proto__AgentOperationResponse *resp = respv;
-    if (!req->agent_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "agent_id is required");
-    sup_result (*op)(sup *, const char *, char *, size_t);
-    if (!strcmp(req->operation, "start")) op = sup_start;
-    else if (!strcmp(req->operation, "stop")) op = sup_stop;
-    else if (!strcmp(req->operation, "restart")) op = sup_restart;
-    else
-        return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "invalid operation \"%s\": must be start, stop or restart",
-                              req->operation);
+    VALIDATE(c, req);
+    sup_result (*op)(sup *, const char *, char *, size_t) =
+        !strcmp(req->operation, "start") ? sup_start : !strcmp(req->operation, "stop") ? sup_stop : sup_restart;
     char err[512] = "";
     sup_result r = op(d->sup, req->agent_id, err, sizeof err);
     char q[600];
@@ -161,7 +206,7 @@ static int agent_metrics(rpc_ctx *c, const void *reqv, void *respv, void *user)
     AUTHORIZE(c, d);
     const Proto__AgentMetricsRequest *req = reqv;
     Proto__AgentMetricsResponse *resp = respv;
-    if (!req->agent_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "agent_id is required");
+    VALIDATE(c, req);
     pmon_point *pts = NULL;
     size_t n = 0;
     int64_t dur = req->duration_seconds > 0 ? req->duration_seconds : 3600;
@@ -216,11 +261,8 @@ static int get_config(rpc_ctx *c, const void *reqv, void *respv, void *user)
     AUTHORIZE(c, d);
     const Proto__ConfigRequest *req = reqv;
     Proto__ConfigResponse *resp = respv;
-    int is_daemon = !strcmp(req->config_type, "daemon"), is_agent = !strcmp(req->config_type, "agent");
-    if (!is_daemon && !is_agent)
-        return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "invalid config_type \"%s\": must be daemon or agent", req->config_type);
-    if (is_agent && !req->agent_id[0])
-        return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "agent_id is required when config_type is agent");
+    VALIDATE(c, req);
+    int is_daemon = !strcmp(req->config_type, "daemon");
     int code = RPC_OK;
     char *yaml = NULL;
     char path[4096] = "";
@@ -274,17 +316,14 @@ static int push_update(rpc_ctx *c, const void *reqv, void *respv, void *user)
     const Proto__UpdateRequest *req = reqv;
     Proto__UpdateResponse *resp = respv;
     if (!d->updr) return rpc_ctx_errorf(c, RPC_UNIMPLEMENTED, "updates are not enabled on this daemon");
+    VALIDATE(c, req);
     const char *comp = req->component, *agent = NULL;
     if (!strncmp(comp, "agent:", 6)) {
         agent = comp + 6;
         comp = "agent";
-    } else if (strcmp(comp, "daemon") != 0) {
-        return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "component must be \"daemon\" or \"agent:<agent id>\" (got \"%.60s\")", comp);
     }
-    if (agent && !*agent) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "component: agent id is empty");
     uint8_t sig[64];
-    if (vfy_decode_signature(req->signature, sig) != 0)
-        return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "signature must be 128 hex digits or base64 of 64 bytes");
+    if (vfy_decode_signature(req->signature, sig) != 0) return rpc_ctx_errorf(c, RPC_INTERNAL, "signature");
     char msg[1024];
     updr_outcome o = updr_install(d->updr, comp, agent, req->version, req->download_url, req->update_data.data,
                                   req->update_data.len, req->hash, sig, sizeof sig, msg, sizeof msg);

@@ -48,6 +48,10 @@ int dservice_reload_tls(dservice *d);
  * RPC_PERMISSION_DENIED with the reason in why. */
 int dservice_authorize(const dconfig_auth *a, const char *authorization, const char *identity, char *why,
                        size_t whylen);
+/* The checks a DaemonService request must pass before its handler acts (OperateAgent,
+ * GetAgentMetrics, GetConfig, PushUpdate; other types pass). RPC_OK, or RPC_INVALID_ARGUMENT
+ * with the field named in why. Pure: for the handlers, tests and the fuzzer. */
+int dservice_validate(const ProtobufCMessage *req, char *why, size_t whylen);
 /* Graceful stop (in-flight calls get grace_ms), then free. NULL is ignored. */
 void dservice_stop(dservice *d, int64_t grace_ms);
 
