@@ -85,7 +85,7 @@ struct raw_auth {
     char **allowed_identities;
     unsigned allowed_identities_count;
     char *manager_token_sha256;
-    bool *insecure;
+    char *insecure; /* a string: libcyaml reads any word but a few as true */
 };
 
 struct raw_daemon {
@@ -249,7 +249,7 @@ static const cyaml_schema_field_t auth_fields[] = {
     CYAML_FIELD_SEQUENCE("allowed_identities", OPTN, struct raw_auth, allowed_identities, &string_entry, 0,
                          CYAML_UNLIMITED),
     STR("manager_token_sha256", struct raw_auth, manager_token_sha256),
-    CYAML_FIELD_BOOL_PTR("insecure", OPT, struct raw_auth, insecure),
+    STR("insecure", struct raw_auth, insecure),
     CYAML_FIELD_END,
 };
 
@@ -725,7 +725,10 @@ static int resolve_auth(struct ctx *c, dconfig_daemon *d, const struct raw_auth 
     static const struct raw_auth none;
     if (!a) a = &none;
     char k[128];
-    d->auth.insecure = a->insecure ? *a->insecure : 0;
+    /* Opening the agents to anyone must be said in so many words. */
+    if (a->insecure && strcmp(a->insecure, "true") && strcmp(a->insecure, "false"))
+        return fail(c, "", daemon_key(c, dsec, "auth", "insecure", k, sizeof k), "must be true or false (got \"%.40s\")", a->insecure);
+    d->auth.insecure = a->insecure && !strcmp(a->insecure, "true");
     if (take_str(c, a->manager_token_sha256, "", &d->auth.manager_token_sha256) ||
         take_strv(c, a->allowed_identities, a->allowed_identities_count, &d->auth.allowed_identities))
         return -1;
