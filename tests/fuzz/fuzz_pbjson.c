@@ -15,34 +15,12 @@
 #include "manager.pb-c.h"
 #include "rpc/pbjson.h"
 
-static const ProtobufCServiceDescriptor *const services[] = {
-    &manager__manager_service__descriptor,
-    &proto__daemon_service__descriptor,
-    &ops__admin__v1__admin_service__descriptor,
-};
-
-#define MAX_TYPES 128
-static const ProtobufCMessageDescriptor *types[MAX_TYPES];
-static size_t n_types;
-
-static void init(void)
-{
-    for (size_t s = 0; s < sizeof services / sizeof *services; s++)
-        for (unsigned m = 0; m < services[s]->n_methods; m++) {
-            const ProtobufCMessageDescriptor *io[2] = {services[s]->methods[m].input, services[s]->methods[m].output};
-            for (int k = 0; k < 2; k++) {
-                size_t i = 0;
-                while (i < n_types && types[i] != io[k]) i++;
-                if (i == n_types && n_types < MAX_TYPES) types[n_types++] = io[k];
-            }
-        }
-}
+#include "fuzz_types.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!n_types) init();
     if (size < 1) return 0;
-    const ProtobufCMessageDescriptor *d = types[data[0] % n_types];
+    const ProtobufCMessageDescriptor *d = fuzz_types[data[0] % FUZZ_N_TYPES];
     json_error_t je;
     json_t *j = json_loadb((const char *)data + 1, size - 1, JSON_DECODE_ANY, &je);
     if (!j) return 0;
