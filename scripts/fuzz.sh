@@ -9,7 +9,7 @@ CC=clang bash scripts/build.sh build-fuzz -DOPS_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}
 rc=0
-for t in config units spool verify; do
+for t in config units spool verify requests pbjson; do
   work=build-fuzz/corpus-$t; mkdir -p "$work"
   echo "=== fuzz_$t for ${secs}s"
   log=build-fuzz/fuzz_$t.log

@@ -75,6 +75,19 @@ struct raw_tls {
     char *cert_file, *key_file, *ca_file, *server_name;
 };
 
+struct raw_server_tls {
+    bool *enabled;
+    char *cert_file, *key_file, *client_ca_file;
+    bool *require_client_cert;
+};
+
+struct raw_auth {
+    char **allowed_identities;
+    unsigned allowed_identities_count;
+    char *manager_token_sha256;
+    char *insecure; /* a string: libcyaml reads any word but a few as true */
+};
+
 struct raw_daemon {
     char *id, *log_level, *log_file, *pid_file, *work_dir, *grpc_host;
     int *grpc_port;
@@ -82,6 +95,8 @@ struct raw_daemon {
     int *http_port;
     bool *stop_agents_on_exit;
     char *stop_grace, *resource_interval;
+    struct raw_server_tls *tls;
+    struct raw_auth *auth;
 };
 
 struct raw_manager {
@@ -223,7 +238,26 @@ static const cyaml_schema_field_t tls_fields[] = {
     CYAML_FIELD_END,
 };
 
+static const cyaml_schema_field_t server_tls_fields[] = {
+    CYAML_FIELD_BOOL_PTR("enabled", OPT, struct raw_server_tls, enabled),
+    STR("cert_file", struct raw_server_tls, cert_file),
+    STR("key_file", struct raw_server_tls, key_file),
+    STR("client_ca_file", struct raw_server_tls, client_ca_file),
+    CYAML_FIELD_BOOL_PTR("require_client_cert", OPT, struct raw_server_tls, require_client_cert),
+    CYAML_FIELD_END,
+};
+
+static const cyaml_schema_field_t auth_fields[] = {
+    CYAML_FIELD_SEQUENCE("allowed_identities", OPTN, struct raw_auth, allowed_identities, &string_entry, 0,
+                         CYAML_UNLIMITED),
+    STR("manager_token_sha256", struct raw_auth, manager_token_sha256),
+    STR("insecure", struct raw_auth, insecure),
+    CYAML_FIELD_END,
+};
+
 static const cyaml_schema_field_t daemon_fields[] = {
+    CYAML_FIELD_MAPPING_PTR("tls", OPTN, struct raw_daemon, tls, server_tls_fields),
+    CYAML_FIELD_MAPPING_PTR("auth", OPTN, struct raw_daemon, auth, auth_fields),
     STR("id", struct raw_daemon, id),
     STR("log_level", struct raw_daemon, log_level),
     STR("log_file", struct raw_daemon, log_file),
@@ -655,6 +689,71 @@ static int resolve_collector(struct ctx *c, const char *name, const struct raw_c
     return take_dur(c, "", key, r ? r->interval : NULL, "60s", 1, &out->interval_ms);
 }
 
+/* "line N: daemon.SEC.KEY" when the key is in the file, else "daemon.SEC.KEY". */
+static const char *daemon_key(struct ctx *c, yaml_node_t *dsec, const char *sec, const char *key, char *buf,
+                              size_t len)
+{
+    yaml_node_t *v = map_get(c->doc, map_get(c->doc, dsec, sec), key);
+    if (!v) v = map_get(c->doc, dsec, sec);
+    if (v) snprintf(buf, len, "line %zu: daemon.%s.%s", v->start_mark.line + 1, sec, key);
+    else snprintf(buf, len, "daemon.%s.%s", sec, key);
+    return buf;
+}
+
+static int resolve_daemon_tls(struct ctx *c, dconfig_daemon *d, const struct raw_server_tls *t, yaml_node_t *dsec)
+{
+    static const struct raw_server_tls none;
+    if (!t) t = &none;
+    char k[128];
+    d->tls.enabled = t->enabled ? *t->enabled : 0;
+    d->tls.require_client_cert = t->require_client_cert ? *t->require_client_cert : 0;
+    if (take_str(c, t->cert_file, "", &d->tls.cert_file) || take_str(c, t->key_file, "", &d->tls.key_file) ||
+        take_str(c, t->client_ca_file, "", &d->tls.client_ca_file))
+        return -1;
+    if (!d->tls.enabled) return 0;
+    if (!*d->tls.cert_file) return fail(c, "", daemon_key(c, dsec, "tls", "cert_file", k, sizeof k), "required when daemon.tls.enabled is true");
+    if (!*d->tls.key_file) return fail(c, "", daemon_key(c, dsec, "tls", "key_file", k, sizeof k), "required when daemon.tls.enabled is true");
+    if (d->tls.require_client_cert && !*d->tls.client_ca_file)
+        return fail(c, "", daemon_key(c, dsec, "tls", "client_ca_file", k, sizeof k), "required when require_client_cert is true");
+    return 0;
+}
+
+static int is_hex64(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f') || (s[n] >= 'A' && s[n] <= 'F'))) return 0;
+    return n == 64;
+}
+
+static int resolve_auth(struct ctx *c, dconfig_daemon *d, const struct raw_auth *a, yaml_node_t *dsec)
+{
+    static const struct raw_auth none;
+    if (!a) a = &none;
+    char k[128];
+    /* Opening the agents to anyone must be said in so many words. */
+    if (a->insecure && strcmp(a->insecure, "true") && strcmp(a->insecure, "false"))
+        return fail(c, "", daemon_key(c, dsec, "auth", "insecure", k, sizeof k), "must be true or false (got \"%.40s\")", a->insecure);
+    d->auth.insecure = a->insecure && !strcmp(a->insecure, "true");
+    if (take_str(c, a->manager_token_sha256, "", &d->auth.manager_token_sha256) ||
+        take_strv(c, a->allowed_identities, a->allowed_identities_count, &d->auth.allowed_identities))
+        return -1;
+    d->auth.n_allowed_identities = a->allowed_identities_count;
+    char *h = d->auth.manager_token_sha256;
+    if (*h && !is_hex64(h))
+        return fail(c, "", daemon_key(c, dsec, "auth", "manager_token_sha256", k, sizeof k),
+                    "must be the SHA-256 of the token as 64 hex digits (printf %%s TOKEN | sha256sum)");
+    for (char *p = h; *p; p++)
+        if (*p >= 'A' && *p <= 'F') *p = (char)(*p - 'A' + 'a');
+    for (size_t i = 0; i < d->auth.n_allowed_identities; i++)
+        if (!d->auth.allowed_identities[i][0])
+            return fail(c, "", daemon_key(c, dsec, "auth", "allowed_identities", k, sizeof k), "entry %zu is empty", i);
+    if (d->auth.n_allowed_identities && (!d->tls.enabled || !*d->tls.client_ca_file))
+        return fail(c, "", daemon_key(c, dsec, "auth", "allowed_identities", k, sizeof k),
+                    "needs daemon.tls.enabled: true and daemon.tls.client_ca_file (the CA of the manager's certificate)");
+    return 0;
+}
+
 static int resolve_daemon(struct ctx *c, dconfig *cfg, const struct raw_daemon *r)
 {
     static const struct raw_daemon none;
@@ -666,7 +765,7 @@ static int resolve_daemon(struct ctx *c, dconfig *cfg, const struct raw_daemon *
     if (take_str(c, r->id, "", &d->id) || take_str(c, r->log_file, "", &d->log_file) ||
         take_str(c, r->pid_file, "", &d->pid_file) ||
         take_str(c, r->work_dir, "/var/lib/ops-daemon", &d->work_dir) ||
-        take_str(c, r->grpc_host, "0.0.0.0", &d->grpc_host) ||
+        take_str(c, r->grpc_host, "127.0.0.1", &d->grpc_host) ||
         take_str(c, r->http_host, "127.0.0.1", &d->http_host))
         return -1;
     if (!*d->work_dir) return fail(c, "", "daemon.work_dir", "must not be empty");
@@ -677,9 +776,13 @@ static int resolve_daemon(struct ctx *c, dconfig *cfg, const struct raw_daemon *
         take_port(c, "daemon.http_port", r->http_port, 8084, &d->http_port))
         return -1;
     d->stop_agents_on_exit = r->stop_agents_on_exit ? *r->stop_agents_on_exit : 0;
-    return take_dur(c, "", "daemon.stop_grace", r->stop_grace, "30s", 0, &d->stop_grace_ms) ||
-           take_dur(c, "", "daemon.resource_interval", r->resource_interval, "10s", 1,
-                    &d->resource_interval_ms) ? -1 : 0;
+    yaml_node_t *dsec = map_get(c->doc, yaml_document_get_root_node(c->doc), "daemon");
+    yaml_node_t *hn = map_get(c->doc, dsec, "grpc_host");
+    d->grpc_host_line = hn ? (int)hn->start_mark.line + 1 : 0;
+    if (take_dur(c, "", "daemon.stop_grace", r->stop_grace, "30s", 0, &d->stop_grace_ms) ||
+        take_dur(c, "", "daemon.resource_interval", r->resource_interval, "10s", 1, &d->resource_interval_ms))
+        return -1;
+    return resolve_daemon_tls(c, d, r->tls, dsec) || resolve_auth(c, d, r->auth, dsec) ? -1 : 0;
 }
 
 static int take_compression(struct ctx *c, const char *val, int *gzip)
@@ -880,6 +983,8 @@ void dconfig_free(dconfig *cfg)
     dconfig_daemon *d = &cfg->daemon;
     free(d->id); free(d->log_file); free(d->pid_file); free(d->work_dir);
     free(d->grpc_host); free(d->http_host);
+    free(d->tls.cert_file); free(d->tls.key_file); free(d->tls.client_ca_file);
+    strv_free(d->auth.allowed_identities); free(d->auth.manager_token_sha256);
     dconfig_manager *m = &cfg->manager;
     free(m->address); free(m->spool_dir);
     free(m->enrollment_token); free(m->enrollment_token_file); free(m->secret_file);
@@ -892,6 +997,29 @@ void dconfig_free(dconfig *cfg)
     for (size_t i = 0; i < cfg->n_agents; i++) agent_spec_free(&cfg->agents[i]);
     free(cfg->agents);
     free(cfg);
+}
+
+static int is_loopback_host(const char *h)
+{
+    return !strcmp(h, "localhost") || !strcmp(h, "::1") || !strcmp(h, "[::1]") || !strncmp(h, "127.", 4);
+}
+
+int dconfig_check_exposure(const dconfig *cfg, char *err, size_t errlen)
+{
+    const dconfig_daemon *d = &cfg->daemon;
+    if (is_loopback_host(d->grpc_host) || d->auth.n_allowed_identities || d->auth.manager_token_sha256[0]) return 0;
+    char line[32] = "";
+    if (d->grpc_host_line) snprintf(line, sizeof line, "line %d: ", d->grpc_host_line);
+    if (d->auth.insecure) {
+        snprintf(err, errlen, "%s: %sdaemon.grpc_host: DaemonService on %s without authentication "
+                 "(daemon.auth.insecure: true): anyone who can reach port %d can start and stop agents on this host",
+                 cfg->path, line, d->grpc_host, d->grpc_port);
+        return 1;
+    }
+    snprintf(err, errlen, "%s: %sdaemon.grpc_host: %s is not a loopback address and daemon.auth has neither "
+             "manager_token_sha256 nor allowed_identities: set one of them (or daemon.auth.insecure: true to let "
+             "anyone who reaches the port drive the agents)", cfg->path, line, d->grpc_host);
+    return -1;
 }
 
 const agent_spec *dconfig_find_agent(const dconfig *cfg, const char *id)
@@ -1086,6 +1214,16 @@ int dconfig_dump_yaml(const dconfig *cfg, char **out)
     sb_kv_bool(&b, "  ", "stop_agents_on_exit", d->stop_agents_on_exit);
     sb_kv_dur(&b, "  ", "stop_grace", d->stop_grace_ms);
     sb_kv_dur(&b, "  ", "resource_interval", d->resource_interval_ms);
+    sb_printf(&b, "  tls:\n");
+    sb_kv_bool(&b, "    ", "enabled", d->tls.enabled);
+    sb_kv_str(&b, "    ", "cert_file", d->tls.cert_file);
+    sb_kv_str(&b, "    ", "key_file", d->tls.key_file);
+    sb_kv_str(&b, "    ", "client_ca_file", d->tls.client_ca_file);
+    sb_kv_bool(&b, "    ", "require_client_cert", d->tls.require_client_cert);
+    sb_printf(&b, "  auth:\n");
+    sb_list(&b, "    ", "allowed_identities", d->auth.allowed_identities);
+    sb_kv_str(&b, "    ", "manager_token_sha256", d->auth.manager_token_sha256);
+    sb_kv_bool(&b, "    ", "insecure", d->auth.insecure);
 
     sb_printf(&b, "manager:\n");
     sb_kv_str(&b, "  ", "address", m->address);

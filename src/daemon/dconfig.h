@@ -42,6 +42,25 @@ typedef struct dconfig_tls {
     char *server_name;
 } dconfig_tls;
 
+/* daemon.tls: TLS on the DaemonService listener. With client_ca_file the daemon asks callers
+ * for a certificate and verifies any they present (a certificate from another CA fails the
+ * handshake); require_client_cert refuses callers without one. */
+typedef struct dconfig_server_tls {
+    int enabled;
+    char *cert_file;        /* required when enabled */
+    char *key_file;
+    char *client_ca_file;   /* "" = client certificates are not asked for */
+    int require_client_cert;
+} dconfig_server_tls;
+
+/* daemon.auth: who may call DaemonService (the manager only). */
+typedef struct dconfig_auth {
+    char **allowed_identities;   /* NULL-terminated: certificate identities (DNS SAN or CN) */
+    size_t n_allowed_identities; /* needs daemon.tls with client_ca_file */
+    char *manager_token_sha256;  /* 64 lower-case hex digits, or "" */
+    int insecure;                /* serve a non-loopback address without either (warned) */
+} dconfig_auth;
+
 typedef struct dconfig_daemon {
     char *id;               /* "" = take node_id from work_dir (see nodeid.h) */
     log_level log_level;
@@ -55,6 +74,9 @@ typedef struct dconfig_daemon {
     int stop_agents_on_exit;
     int64_t stop_grace_ms;
     int64_t resource_interval_ms;
+    int grpc_host_line;     /* where grpc_host was written (0 = the default), for messages */
+    dconfig_server_tls tls;
+    dconfig_auth auth;
 } dconfig_daemon;
 
 typedef struct dconfig_manager {
@@ -125,6 +147,12 @@ void dconfig_free(dconfig *cfg);
 int dconfig_dump_yaml(const dconfig *cfg, char **out);
 /* One agent's effective settings as a YAML mapping (GetConfig "agent"). Same ownership. */
 int dconfig_agent_yaml(const agent_spec *spec, char **out);
+
+/* Whether DaemonService may be opened as configured: 0 when it is loopback-only or callers
+ * must authenticate, 1 when it is exposed without authentication but daemon.auth.insecure
+ * says so (err then holds the warning), -1 when it must not start (err names file, line and
+ * field). */
+int dconfig_check_exposure(const dconfig *cfg, char *err, size_t errlen);
 
 /* The agent with this id, or NULL. */
 const agent_spec *dconfig_find_agent(const dconfig *cfg, const char *id);

@@ -8,7 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "base/log.h"
 #include "daemon.pb-c.h"
@@ -25,10 +29,133 @@ struct dservice {
     rpc_method methods[9];
 };
 
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+/* Constant time in the token's content: the digest is compared with CRYPTO_memcmp. */
+static int token_matches(const char *hex, const char *token)
+{
+    unsigned char want[32], got[EVP_MAX_MD_SIZE];
+    for (int i = 0; i < 32; i++) {
+        int hi = hexval(hex[2 * i]), lo = hi < 0 ? -1 : hexval(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) return 0;
+        want[i] = (unsigned char)(hi << 4 | lo);
+    }
+    unsigned int gl = 0;
+    if (!EVP_Digest(token, strlen(token), got, &gl, EVP_sha256(), NULL) || gl != 32) return 0;
+    return CRYPTO_memcmp(want, got, 32) == 0;
+}
+
+int dservice_authorize(const dconfig_auth *a, const char *authorization, const char *identity, char *why,
+                       size_t whylen)
+{
+    why[0] = 0;
+    int have_token = a->manager_token_sha256 && a->manager_token_sha256[0];
+    if (!have_token && a->n_allowed_identities == 0) return RPC_OK; /* open by configuration */
+    if (identity && *identity)
+        for (size_t i = 0; i < a->n_allowed_identities; i++)
+            if (!strcmp(a->allowed_identities[i], identity)) return RPC_OK;
+    if (authorization) {
+        if (strncasecmp(authorization, "Bearer ", 7) != 0 || !authorization[7]) {
+            snprintf(why, whylen, "authorization must be \"Bearer <token>\"");
+            return RPC_UNAUTHENTICATED;
+        }
+        if (have_token && token_matches(a->manager_token_sha256, authorization + 7)) return RPC_OK;
+        snprintf(why, whylen, "invalid token");
+        return RPC_UNAUTHENTICATED;
+    }
+    if (identity && *identity) {
+        snprintf(why, whylen, "certificate identity \"%.128s\" is not in daemon.auth.allowed_identities", identity);
+        return RPC_PERMISSION_DENIED;
+    }
+    snprintf(why, whylen, "the manager's credentials are required (%s%s%s)",
+             have_token ? "authorization: Bearer <token>" : "", have_token && a->n_allowed_identities ? " or " : "",
+             a->n_allowed_identities ? "a client certificate" : "");
+    return RPC_UNAUTHENTICATED;
+}
+
+/* Every DaemonService method starts here; the configuration can change on reload. */
+static int authorize(rpc_ctx *c, dservice *d)
+{
+    const char *authz = rpc_ctx_metadata(c, "authorization");
+    const char *ident = rpc_ctx_peer_identity(c);
+    char why[300];
+    pthread_mutex_lock(&d->cfg_mu);
+    int code = dservice_authorize(&d->cfg->daemon.auth, authz, ident, why, sizeof why);
+    pthread_mutex_unlock(&d->cfg_mu);
+    if (code == RPC_OK) return RPC_OK;
+    char q[400];
+    log_warn("daemon.auth_refused", "method=%s peer=%s identity=%s code=%s reason=%s trace_id=%s", rpc_ctx_method(c),
+             rpc_ctx_peer(c), ident ? ident : "-", rpc_code_name(code), log_quote(q, sizeof q, why), rpc_ctx_trace_id(c));
+    return rpc_ctx_errorf(c, code, "%s", why);
+}
+
+#define AUTHORIZE(c, d)                                  \
+    do {                                                 \
+        int auth_code_ = authorize((c), (d));            \
+        if (auth_code_ != RPC_OK) return auth_code_;     \
+    } while (0)
+
+int dservice_validate(const ProtobufCMessage *req, char *why, size_t whylen)
+{
+    why[0] = 0;
+    const ProtobufCMessageDescriptor *d = req->descriptor;
+    if (d == &proto__agent_operation_request__descriptor) {
+        const Proto__AgentOperationRequest *r = (const void *)req;
+        if (!r->agent_id[0]) return snprintf(why, whylen, "agent_id is required"), RPC_INVALID_ARGUMENT;
+        if (strcmp(r->operation, "start") && strcmp(r->operation, "stop") && strcmp(r->operation, "restart"))
+            return snprintf(why, whylen, "invalid operation \"%.60s\": must be start, stop or restart", r->operation),
+                   RPC_INVALID_ARGUMENT;
+    } else if (d == &proto__agent_metrics_request__descriptor) {
+        const Proto__AgentMetricsRequest *r = (const void *)req;
+        if (!r->agent_id[0]) return snprintf(why, whylen, "agent_id is required"), RPC_INVALID_ARGUMENT;
+    } else if (d == &proto__config_request__descriptor) {
+        const Proto__ConfigRequest *r = (const void *)req;
+        int is_agent = !strcmp(r->config_type, "agent");
+        if (!is_agent && strcmp(r->config_type, "daemon"))
+            return snprintf(why, whylen, "invalid config_type \"%.60s\": must be daemon or agent", r->config_type),
+                   RPC_INVALID_ARGUMENT;
+        if (is_agent && !r->agent_id[0])
+            return snprintf(why, whylen, "agent_id is required when config_type is agent"), RPC_INVALID_ARGUMENT;
+    } else if (d == &proto__update_request__descriptor) {
+        const Proto__UpdateRequest *r = (const void *)req;
+        if (!strncmp(r->component, "agent:", 6)) {
+            if (!r->component[6]) return snprintf(why, whylen, "component: agent id is empty"), RPC_INVALID_ARGUMENT;
+        } else if (strcmp(r->component, "daemon") != 0) {
+            return snprintf(why, whylen, "component must be \"daemon\" or \"agent:<agent id>\" (got \"%.60s\")", r->component),
+                   RPC_INVALID_ARGUMENT;
+        }
+        uint8_t sig[64];
+        if (vfy_decode_signature(r->signature, sig) != 0)
+            return snprintf(why, whylen, "signature must be 128 hex digits or base64 of 64 bytes"), RPC_INVALID_ARGUMENT;
+    }
+    return RPC_OK;
+}
+
+/* The request's checks, answered INVALID_ARGUMENT with the field named. */
+static int validate(rpc_ctx *c, const void *req)
+{
+    char why[300];
+    int code = dservice_validate(req, why, sizeof why);
+    return code == RPC_OK ? RPC_OK : rpc_ctx_errorf(c, code, "%s", why);
+}
+
+#define VALIDATE(c, req)                                 \
+    do {                                                 \
+        int valid_code_ = validate((c), (req));          \
+        if (valid_code_ != RPC_OK) return valid_code_;   \
+    } while (0)
+
 static int list_agents(rpc_ctx *c, const void *reqv, void *respv, void *user)
 {
     (void)reqv;
     dservice *d = user;
+    AUTHORIZE(c, d);
     Proto__ListAgentsResponse *resp = respv;
     sup_agent_info *list;
     size_t n;
@@ -55,16 +182,12 @@ static int list_agents(rpc_ctx *c, const void *reqv, void *respv, void *user)
 static int operate_agent(rpc_ctx *c, const void *reqv, void *respv, void *user)
 {
     dservice *d = user;
+    AUTHORIZE(c, d);
     const Proto__AgentOperationRequest *req = reqv;
     Proto__AgentOperationResponse *resp = respv;
-    if (!req->agent_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "agent_id is required");
-    sup_result (*op)(sup *, const char *, char *, size_t);
-    if (!strcmp(req->operation, "start")) op = sup_start;
-    else if (!strcmp(req->operation, "stop")) op = sup_stop;
-    else if (!strcmp(req->operation, "restart")) op = sup_restart;
-    else
-        return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "invalid operation \"%s\": must be start, stop or restart",
-                              req->operation);
+    VALIDATE(c, req);
+    sup_result (*op)(sup *, const char *, char *, size_t) =
+        !strcmp(req->operation, "start") ? sup_start : !strcmp(req->operation, "stop") ? sup_stop : sup_restart;
     char err[512] = "";
     sup_result r = op(d->sup, req->agent_id, err, sizeof err);
     char q[600];
@@ -80,9 +203,10 @@ static int operate_agent(rpc_ctx *c, const void *reqv, void *respv, void *user)
 static int agent_metrics(rpc_ctx *c, const void *reqv, void *respv, void *user)
 {
     dservice *d = user;
+    AUTHORIZE(c, d);
     const Proto__AgentMetricsRequest *req = reqv;
     Proto__AgentMetricsResponse *resp = respv;
-    if (!req->agent_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "agent_id is required");
+    VALIDATE(c, req);
     pmon_point *pts = NULL;
     size_t n = 0;
     int64_t dur = req->duration_seconds > 0 ? req->duration_seconds : 3600;
@@ -134,13 +258,11 @@ static char *read_small_file(rpc_ctx *c, const char *path, size_t *len, char *er
 static int get_config(rpc_ctx *c, const void *reqv, void *respv, void *user)
 {
     dservice *d = user;
+    AUTHORIZE(c, d);
     const Proto__ConfigRequest *req = reqv;
     Proto__ConfigResponse *resp = respv;
-    int is_daemon = !strcmp(req->config_type, "daemon"), is_agent = !strcmp(req->config_type, "agent");
-    if (!is_daemon && !is_agent)
-        return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "invalid config_type \"%s\": must be daemon or agent", req->config_type);
-    if (is_agent && !req->agent_id[0])
-        return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "agent_id is required when config_type is agent");
+    VALIDATE(c, req);
+    int is_daemon = !strcmp(req->config_type, "daemon");
     int code = RPC_OK;
     char *yaml = NULL;
     char path[4096] = "";
@@ -190,20 +312,18 @@ static int get_config(rpc_ctx *c, const void *reqv, void *respv, void *user)
 static int push_update(rpc_ctx *c, const void *reqv, void *respv, void *user)
 {
     dservice *d = user;
+    AUTHORIZE(c, d);
     const Proto__UpdateRequest *req = reqv;
     Proto__UpdateResponse *resp = respv;
     if (!d->updr) return rpc_ctx_errorf(c, RPC_UNIMPLEMENTED, "updates are not enabled on this daemon");
+    VALIDATE(c, req);
     const char *comp = req->component, *agent = NULL;
     if (!strncmp(comp, "agent:", 6)) {
         agent = comp + 6;
         comp = "agent";
-    } else if (strcmp(comp, "daemon") != 0) {
-        return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "component must be \"daemon\" or \"agent:<agent id>\" (got \"%.60s\")", comp);
     }
-    if (agent && !*agent) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "component: agent id is empty");
     uint8_t sig[64];
-    if (vfy_decode_signature(req->signature, sig) != 0)
-        return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "signature must be 128 hex digits or base64 of 64 bytes");
+    if (vfy_decode_signature(req->signature, sig) != 0) return rpc_ctx_errorf(c, RPC_INTERNAL, "signature");
     char msg[1024];
     updr_outcome o = updr_install(d->updr, comp, agent, req->version, req->download_url, req->update_data.data,
                                   req->update_data.len, req->hash, sig, sizeof sig, msg, sizeof msg);
@@ -214,7 +334,8 @@ static int push_update(rpc_ctx *c, const void *reqv, void *respv, void *user)
 
 static int not_here(rpc_ctx *c, const void *reqv, void *respv, void *user)
 {
-    (void)reqv; (void)respv; (void)user;
+    (void)reqv; (void)respv;
+    AUTHORIZE(c, (dservice *)user);
     return rpc_ctx_errorf(c, RPC_UNIMPLEMENTED, "%s is not served by ops-daemon", rpc_ctx_method(c));
 }
 
@@ -266,6 +387,8 @@ const dconfig *dservice_swap_config(dservice *d, const dconfig *cfg)
 }
 
 int dservice_port(const dservice *d) { return rpc_server_port(d->srv, 0); }
+
+int dservice_reload_tls(dservice *d) { return rpc_server_reload_tls(d->srv); }
 
 void dservice_stop(dservice *d, int64_t grace_ms)
 {

@@ -38,6 +38,7 @@ struct link_s {
     char node_id[128];
     sup *sup;
     rpc_channel *ch;
+    rpc_channel *next_ch; /* made on reload (new certificate files); the sender swaps it in */
     coll *coll;
     spool *spool;
     pthread_t sender, collector;
@@ -410,6 +411,15 @@ static void *sender_main(void *arg)
     pthread_mutex_lock(&l->mu);
     while (!l->stop) {
         int64_t now = mono_ms();
+        if (l->next_ch) {
+            /* Only the sender calls on ch, so it alone may swap and free it. */
+            rpc_channel *old = l->ch;
+            l->ch = l->next_ch;
+            l->next_ch = NULL;
+            pthread_mutex_unlock(&l->mu);
+            rpc_channel_free(old);
+            pthread_mutex_lock(&l->mu);
+        }
         if (l->reregister) { l->reregister = 0; registered = 0; next_attempt = now; }
         if (!registered) {
             if (now < next_attempt) { wait_until(l, &l->cv, next_attempt); continue; }
@@ -555,6 +565,23 @@ static void *collector_main(void *arg)
 
 /* ---- lifetime ---------------------------------------------------------------------------------- */
 
+/* A channel to the manager as cfg says; the TLS files are read now. */
+static rpc_channel *manager_channel(const dconfig *cfg, char *err, size_t errlen)
+{
+    rpc_client_opts co;
+    memset(&co, 0, sizeof co);
+    rpc_settings_defaults(&co.settings, RPC_PROFILE_DAEMON_CLIENT);
+    co.settings.keepalive_time_ms = cfg->manager.keepalive_time_ms;
+    co.settings.keepalive_timeout_ms = cfg->manager.keepalive_timeout_ms;
+    co.settings.max_message_bytes = (int)(cfg->manager.max_message_bytes > 0x7fffffff ? 0x7fffffff : cfg->manager.max_message_bytes);
+    co.settings.window_bytes = (int)(cfg->manager.window_bytes > 0x7fffffff ? 0x7fffffff : cfg->manager.window_bytes);
+    co.settings.gzip = cfg->manager.gzip;
+    const dconfig_tls *t = &cfg->manager.tls;
+    co.tls = (rpc_tls){.enabled = t->enabled, .cert_file = t->cert_file, .key_file = t->key_file,
+                       .ca_file = t->ca_file, .server_name = t->server_name && *t->server_name ? t->server_name : NULL};
+    return rpc_channel_new(cfg->manager.address, &co, err, errlen);
+}
+
 link_t *link_start(const link_opts *o, char *err, size_t errlen)
 {
     const dconfig *cfg = o->cfg;
@@ -588,18 +615,8 @@ link_t *link_start(const link_opts *o, char *err, size_t errlen)
     if (have < 0) log_warn("link.secret_unreadable", "node=%s error=\"%s\"", l->node_id, serr);
     if (have > 0) set_secret(l, secret);
 
-    rpc_client_opts co;
-    memset(&co, 0, sizeof co);
-    rpc_settings_defaults(&co.settings, RPC_PROFILE_DAEMON_CLIENT);
-    co.settings.keepalive_time_ms = cfg->manager.keepalive_time_ms;
-    co.settings.keepalive_timeout_ms = cfg->manager.keepalive_timeout_ms;
-    co.settings.max_message_bytes = (int)(cfg->manager.max_message_bytes > 0x7fffffff ? 0x7fffffff : cfg->manager.max_message_bytes);
-    co.settings.window_bytes = (int)(cfg->manager.window_bytes > 0x7fffffff ? 0x7fffffff : cfg->manager.window_bytes);
-    co.settings.gzip = cfg->manager.gzip;
     const dconfig_tls *t = &cfg->manager.tls;
-    co.tls = (rpc_tls){.enabled = t->enabled, .cert_file = t->cert_file, .key_file = t->key_file,
-                       .ca_file = t->ca_file, .server_name = t->server_name && *t->server_name ? t->server_name : NULL};
-    l->ch = rpc_channel_new(cfg->manager.address, &co, err, errlen);
+    l->ch = manager_channel(cfg, err, errlen);
     if (!l->ch) goto fail;
     if (!t->enabled) log_warn("link.plaintext", "node=%s manager=%s msg=\"talking to the manager without TLS\"", l->node_id, cfg->manager.address);
     if (coll_new(&cfg->collectors, NULL, &l->coll, err, errlen) != 0) goto fail;
@@ -627,7 +644,19 @@ void link_agents_changed(link_t *l)
 
 void link_config_changed(link_t *l, const dconfig *cfg)
 {
+    /* Rotated certificates: the next calls go on a channel that read the files again (the
+     * same goes for manager.address). A file refused (expired...) keeps the current channel. */
+    char err[512];
+    rpc_channel *ch = manager_channel(cfg, err, sizeof err);
+    if (!ch) {
+        char q[600];
+        log_error("link.channel_reload_failed", "node=%s error=%s (the current channel stays)", l->node_id, log_quote(q, sizeof q, err));
+    }
     pthread_mutex_lock(&l->mu);
+    if (ch) {
+        if (l->next_ch) rpc_channel_free(l->next_ch);
+        l->next_ch = ch;
+    }
     copy_labels(l, cfg);
     l->reregister = 1;
     pthread_cond_signal(&l->cv);
@@ -657,6 +686,7 @@ void link_stop(link_t *l)
     spool_close(l->spool);
     coll_free(l->coll);
     rpc_channel_free(l->ch);
+    if (l->next_ch) rpc_channel_free(l->next_ch);
     for (size_t i = 0; i < l->n_labels; i++) { free(l->labels[i].key); free(l->labels[i].value); }
     free(l->labels);
     pthread_cond_destroy(&l->cv);

@@ -104,6 +104,21 @@ static void reload(struct daemon_state *d)
         log_error("config.reload_failed", "file=%s error=%s", d->config_path, log_quote(q, sizeof q, err));
         return; /* keep running with what we have */
     }
+    /* The listener stays where it is, so judge the new auth settings against it. */
+    char *moved = next->daemon.grpc_host;
+    next->daemon.grpc_host = d->cfg->daemon.grpc_host;
+    int exposure = dconfig_check_exposure(next, err, sizeof err);
+    next->daemon.grpc_host = moved;
+    if (exposure < 0) {
+        char q[1100];
+        log_error("config.reload_failed", "file=%s error=%s", d->config_path, log_quote(q, sizeof q, err));
+        dconfig_free(next);
+        return;
+    }
+    if (exposure > 0) {
+        char q[1100];
+        log_warn("daemon.insecure", "error=%s", log_quote(q, sizeof q, err));
+    }
     if (sup_set_agents(d->sup, next->agents, next->n_agents, err, sizeof err) != 0) {
         char q[1100];
         log_error("config.reload_failed", "file=%s error=%s", d->config_path, log_quote(q, sizeof q, err));
@@ -155,7 +170,14 @@ int main(int argc, char **argv)
         dconfig_free(d.cfg);
         return prc == 0 && y ? 0 : 1;
     }
+    int exposure = dconfig_check_exposure(d.cfg, err, sizeof err);
+    if (exposure < 0) {
+        fprintf(stderr, "ops-daemon: %s\n", err);
+        dconfig_free(d.cfg);
+        return check_only ? 1 : 2;
+    }
     if (check_only) {
+        if (exposure > 0) printf("warning: %s\n", err);
         printf("%s: ok (%zu agents)\n", d.config_path, d.cfg->n_agents);
         dconfig_free(d.cfg);
         return 0;
@@ -180,6 +202,11 @@ int main(int argc, char **argv)
     if (!d.sd) {
         log_error("daemon.sdnotify_failed", "error=\"%s\"", err);
         goto out;
+    }
+    if (exposure > 0) {
+        /* Said at every start: it must not go unnoticed. */
+        char q[1100];
+        log_warn("daemon.insecure", "error=%s", log_quote(q, sizeof q, err));
     }
     if (nodeid_resolve(d.cfg->daemon.id, d.cfg->daemon.work_dir, d.node_id, sizeof d.node_id, err, sizeof err) != 0) {
         log_error("daemon.node_id_failed", "error=\"%s\"", err);
@@ -215,7 +242,11 @@ int main(int argc, char **argv)
         log_error("daemon.updater_failed", "error=\"%s\"", err);
         goto out;
     }
-    dservice_opts dopts = {.listen = listen_list, .sup = d.sup, .cfg = d.cfg, .reflection = d.refl, .updr = d.updr};
+    const dconfig_server_tls *st = &d.cfg->daemon.tls;
+    dservice_opts dopts = {.listen = listen_list, .sup = d.sup, .cfg = d.cfg, .reflection = d.refl, .updr = d.updr,
+                           .tls = {.enabled = st->enabled, .cert_file = st->cert_file, .key_file = st->key_file,
+                                   .ca_file = st->client_ca_file, .require_client_cert = st->require_client_cert,
+                                   .request_client_cert = 1}};
     d.svc = dservice_start(&dopts, err, sizeof err);
     if (!d.svc) {
         log_error("daemon.grpc_failed", "listen=%s error=\"%s\"", listen, err);
@@ -248,6 +279,7 @@ int main(int argc, char **argv)
         if (sig == SIGHUP) {
             sdn_reloading(d.sd);
             reload(&d);
+            (void)dservice_reload_tls(d.svc); /* a refusal is logged; the old certificate stays */
             link_config_changed(d.link, d.cfg);
             updr_config_changed(d.updr, d.cfg);
             snprintf(status, sizeof status, "node %s: %zu agents, manager %s", d.node_id, d.cfg->n_agents, d.cfg->manager.address);

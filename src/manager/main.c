@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/cfg.h"
 #include "base/log.h"
 #include "base/prom.h"
 #include "manager/admin.h"
@@ -115,6 +116,31 @@ static int start_node_auth(const mconfig *cfg, store *st, abuse **ab, nodeauth *
 }
 
 /* AdminService on admin.listen, with the grpc listener's TLS and transport settings. */
+/* The token the manager shows daemons (daemons.token_file wins over daemons.token), trailing
+ * white space dropped. 0 with *out malloc'd (NULL when none), or -1 with err. */
+static int daemon_token(const mconfig *cfg, char **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (cfg->daemons.token_file[0]) {
+        char *t;
+        if (cfg_read_file(cfg->daemons.token_file, &t, NULL, err, errlen) != 0) return -1;
+        size_t n = strlen(t);
+        while (n && (t[n - 1] == '\n' || t[n - 1] == '\r' || t[n - 1] == ' ' || t[n - 1] == '\t')) t[--n] = 0;
+        if (!n) {
+            free(t);
+            snprintf(err, errlen, "%s: daemons.token_file is empty", cfg->daemons.token_file);
+            return -1;
+        }
+        *out = t;
+        return 0;
+    }
+    if (cfg->daemons.token[0] && !(*out = strdup(cfg->daemons.token))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 static int admin_start_listener(admin *adm, const mconfig *cfg, const mservice_opts *mo, mmetrics *metrics)
 {
     const char *listen[] = {cfg->admin.listen, NULL};
@@ -236,7 +262,14 @@ int main(int argc, char **argv)
     pool_opts po = {.resolve = resolve_node, .user = st};
     if (cfg->grpc.tls.enabled)
         po.tls = (rpc_tls){.enabled = 1, .cert_file = cfg->grpc.tls.cert_file, .key_file = cfg->grpc.tls.key_file, .ca_file = cfg->grpc.tls.ca_file};
+    char *dtoken = NULL;
+    if (daemon_token(cfg, &dtoken, err, sizeof err) != 0) {
+        log_error("manager.daemon_token_failed", "error=\"%s\"", err);
+        goto out;
+    }
+    po.token = dtoken;
     daemons = pool_new(&po, err, sizeof err);
+    free(dtoken);
     if (!daemons) {
         log_error("manager.pool_failed", "error=\"%s\"", err);
         goto out;
@@ -345,6 +378,14 @@ int main(int argc, char **argv)
             if (log_reopen() != 0) log_warn("log.reopen_failed", "file=%s error=%s", cfg->log.file, strerror(errno));
             else log_info("log.reopened", "file=%s", cfg->log.file);
             sdn_status(sd, "%s (log reopened)", status);
+            /* Rotation: new certificates for new connections, a new token for new calls. */
+            (void)mservice_reload_tls(svc);
+            char *tok = NULL;
+            if (daemon_token(cfg, &tok, err, sizeof err) != 0) log_error("manager.daemon_token_failed", "error=\"%s\" (the old token stays)", err);
+            else if (pool_set_token(daemons, tok) != 0) log_error("manager.daemon_token_failed", "error=\"out of memory\"");
+            free(tok);
+            size_t dropped = pool_drop_channels(daemons);
+            log_info("manager.reloaded", "daemon_channels_dropped=%zu", dropped);
             continue;
         }
         log_info("manager.stopping", "signal=%s", sig == SIGTERM ? "TERM" : "INT");

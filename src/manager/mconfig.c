@@ -60,12 +60,17 @@ struct raw_admin {
     unsigned tokens_count;
 };
 
+struct raw_daemons {
+    char *token, *token_file;
+};
+
 struct raw_node_auth;
 struct raw_limits;
 
 struct raw {
     struct raw_node_auth *node_auth;
     struct raw_limits *limits;
+    struct raw_daemons *daemons;
     struct raw_prometheus *prometheus;
     struct raw_grpc *grpc;
     struct raw_database *database;
@@ -202,9 +207,16 @@ static const cyaml_schema_field_t limits_fields[] = {
     CYAML_FIELD_END,
 };
 
+static const cyaml_schema_field_t daemons_fields[] = {
+    STR("token", struct raw_daemons, token),
+    STR("token_file", struct raw_daemons, token_file),
+    CYAML_FIELD_END,
+};
+
 static const cyaml_schema_field_t top_fields[] = {
     CYAML_FIELD_MAPPING_PTR("node_auth", OPT, struct raw, node_auth, node_auth_fields),
     CYAML_FIELD_MAPPING_PTR("limits", OPT, struct raw, limits, limits_fields),
+    CYAML_FIELD_MAPPING_PTR("daemons", OPT, struct raw, daemons, daemons_fields),
     CYAML_FIELD_MAPPING_PTR("prometheus", OPT, struct raw, prometheus, prometheus_fields),
     CYAML_FIELD_MAPPING_PTR("grpc", OPT, struct raw, grpc, grpc_fields),
     CYAML_FIELD_MAPPING_PTR("database", OPT, struct raw, database, database_fields),
@@ -588,6 +600,10 @@ static void apply(checker *ck, const struct raw *r, mconfig *c)
         bad(ck, "prometheus.listen", c->prometheus.listen, "not host:port", "e.g. 127.0.0.1:9190 or [::1]:9190");
     admin_section(ck, r ? r->admin : NULL, c);
     security_sections(ck, r ? r->node_auth : NULL, r ? r->limits : NULL, c);
+    c->daemons.token = dup_or(ck, r && r->daemons ? r->daemons->token : NULL, "");
+    c->daemons.token_file = dup_or(ck, r && r->daemons ? r->daemons->token_file : NULL, "");
+    if (c->daemons.token_file && *c->daemons.token_file && c->daemons.token_file[0] != '/')
+        bad(ck, "daemons.token_file", c->daemons.token_file, "not an absolute path", "e.g. /etc/ops/daemon-token");
 }
 
 /* An empty file (or only comments) is a valid config made of defaults; libcyaml refuses it. */
@@ -662,6 +678,8 @@ void mconfig_free(mconfig *c)
     free(c->log.file);
     free(c->prometheus.listen);
     free(c->admin.listen);
+    free(c->daemons.token);
+    free(c->daemons.token_file);
     for (size_t i = 0; i < c->admin.n_tokens; i++) {
         free(c->admin.tokens[i].name);
         free(c->admin.tokens[i].role);
@@ -739,6 +757,10 @@ char *mconfig_dump_yaml(const mconfig *c)
                 c->admin.tokens[i].sha256);
     }
     security_dump(f, c);
+    /* The token itself is a secret: never printed. */
+    fprintf(f, "daemons:\n  token_file: ");
+    put_str(f, c->daemons.token_file);
+    fprintf(f, "\n%s", c->daemons.token && *c->daemons.token ? "  # token: set in the file, not shown\n" : "");
     if (fclose(f) != 0) {
         free(text);
         return NULL;

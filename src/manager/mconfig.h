@@ -98,6 +98,12 @@ typedef struct mconfig_limits {
     int64_t register_burst;          /* RegisterNode calls a peer may make at once; default 20 */
     int64_t refusal_log_interval_ms; /* one refusal line per peer and kind per interval; default 1m */
 } mconfig_limits;
+/* daemons: how the manager proves itself to daemons (their daemon.auth). The token goes as
+ * `authorization: Bearer` on every DaemonService call; the certificate is grpc.tls's. */
+typedef struct mconfig_daemons {
+    char *token;      /* default "": none */
+    char *token_file; /* default "": read at start and on SIGHUP (wins over token) */
+} mconfig_daemons;
 
 typedef struct mconfig {
     char *source; /* the file it came from, or "(defaults)" */
@@ -110,6 +116,7 @@ typedef struct mconfig {
     mconfig_admin admin;
     mconfig_node_auth node_auth;
     mconfig_limits limits;
+    mconfig_daemons daemons;
 } mconfig;
 
 /* Loads path; path NULL gives the defaults. Returns 0 with *out, or -1 with err. */

@@ -449,6 +449,8 @@ mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen)
 
 int mservice_port(const mservice *m) { return rpc_server_port(m->srv, 0); }
 
+int mservice_reload_tls(mservice *m) { return rpc_server_reload_tls(m->srv); }
+
 void mservice_stop(mservice *m, int64_t grace_ms)
 {
     if (!m) return;

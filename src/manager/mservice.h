@@ -60,6 +60,8 @@ typedef struct mservice_opts {
 
 mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen);
 int mservice_port(const mservice *m);
+/* SIGHUP: re-read the listener's TLS files (rpc_server_reload_tls). 0, or -1 refused (logged). */
+int mservice_reload_tls(mservice *m);
 void mservice_stop(mservice *m, int64_t grace_ms);
 
 /* Request limits (also the fuzzing and validation tests' reference). */

@@ -21,6 +21,7 @@ typedef struct entry {
 
 struct pool {
     pool_opts o;
+    char *authz; /* "Bearer <token>" or NULL; under mu */
     pthread_mutex_t mu;
     entry **items;
     size_t n, cap;
@@ -41,6 +42,8 @@ static void entry_free(entry *e)
     free(e);
 }
 
+static void detach(pool *p, size_t i);
+
 pool *pool_new(const pool_opts *o, char *err, size_t errlen)
 {
     if (!o->resolve) {
@@ -57,8 +60,39 @@ pool *pool_new(const pool_opts *o, char *err, size_t errlen)
     if (!p->o.operate_timeout_ms) p->o.operate_timeout_ms = 90000;
     if (!p->o.idle_ms) p->o.idle_ms = 600000;
     if (!p->o.max_channels) p->o.max_channels = 4096;
+    p->o.token = NULL; /* not kept: authz holds our copy */
     pthread_mutex_init(&p->mu, NULL);
+    if (pool_set_token(p, o->token) != 0) {
+        pool_free(p);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
     return p;
+}
+
+int pool_set_token(pool *p, const char *token)
+{
+    char *authz = NULL;
+    if (token && *token) {
+        size_t n = strlen(token) + 8;
+        if (!(authz = malloc(n))) return -1;
+        snprintf(authz, n, "Bearer %s", token);
+    }
+    pthread_mutex_lock(&p->mu);
+    char *old = p->authz;
+    p->authz = authz;
+    pthread_mutex_unlock(&p->mu);
+    free(old);
+    return 0;
+}
+
+size_t pool_drop_channels(pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    size_t n = p->n;
+    while (p->n) detach(p, p->n - 1);
+    pthread_mutex_unlock(&p->mu);
+    return n;
 }
 
 void pool_free(pool *p)
@@ -67,6 +101,7 @@ void pool_free(pool *p)
     for (size_t i = 0; i < p->n; i++) entry_free(p->items[i]);
     free(p->items);
     pthread_mutex_destroy(&p->mu);
+    free(p->authz);
     free(p);
 }
 
@@ -181,8 +216,16 @@ static int call(pool *p, const char *node_id, const char *agent_id, const char *
     entry *e = acquire(p, node_id, res);
     if (!e) return res->code;
     rpc_call_opts o = {.timeout_ms = timeout, .idempotent = idempotent, .trace_id = trace_id};
+    /* The daemon's daemon.auth: our token on every call (a copy: SIGHUP may replace it). */
+    char *authz = NULL;
+    pthread_mutex_lock(&p->mu);
+    if (p->authz && !(authz = strdup(p->authz))) abort();
+    pthread_mutex_unlock(&p->mu);
+    const char *md[] = {"authorization", authz, NULL};
+    if (authz) o.metadata = md;
     rpc_result r;
     rpc_call_unary(e->ch, method, req, rd, out, &o, &r);
+    free(authz);
     res->code = r.code;
     res->kind = r.kind;
     res->attempts = r.attempts;

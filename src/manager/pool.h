@@ -28,7 +28,8 @@ typedef int (*pool_resolve_fn)(void *user, const char *node_id, char *addr, size
 typedef struct pool_opts {
     pool_resolve_fn resolve;
     void *user;
-    rpc_tls tls;                 /* how to reach daemons */
+    rpc_tls tls;                 /* how to reach daemons (client certificate: their allow-list) */
+    const char *token;           /* sent as authorization: Bearer on every call; NULL/"" none (copied) */
     int64_t timeout_ms;          /* 0 = 30 s */
     int64_t operate_timeout_ms;  /* 0 = 90 s */
     int64_t idle_ms;             /* 0 = 10 min */
@@ -56,6 +57,11 @@ int pool_agent_metrics(pool *p, const char *node_id, const char *agent_id, int64
                        const char *trace_id, Proto__AgentMetricsResponse **out, pool_result *res);
 int pool_get_config(pool *p, const char *node_id, const char *config_type, const char *agent_id,
                     const char *trace_id, Proto__ConfigResponse **out, pool_result *res);
+/* Replaces the token (a rotation read on SIGHUP); NULL or "" sends none. 0, or -1 out of memory. */
+int pool_set_token(pool *p, const char *token);
+/* Certificates were rotated: every channel is dropped (one in use goes when its calls end),
+ * so that new ones read the files again. Returns how many were open. */
+size_t pool_drop_channels(pool *p);
 /* The node was deleted or re-registered elsewhere: drop its channel. */
 void pool_forget(pool *p, const char *node_id);
 /* Closes channels idle longer than idle_ms. Returns how many. Call it now and then. */

@@ -110,6 +110,7 @@ struct rpc_server {
     void *observe_user;
     atomic_int stopping;
     struct tag t_shutdown;
+    wire_tls_src *tls; /* NULL: plaintext */
     pthread_mutex_t mu; /* threads_live, shutdown_done */
     pthread_cond_t cv;
     int threads_live, max_streams, shutdown_done;
@@ -776,25 +777,25 @@ rpc_server *rpc_server_new(const rpc_server_opts *o, char *err, size_t errlen)
         s->wargs[i] = (struct worker_arg){s, i};
     }
 
-    grpc_server_credentials *creds = wire_server_creds(&o->tls, err, errlen);
-    if (!creds) goto fail;
+    if (o->tls.enabled && !(s->tls = wire_tls_src_new(&o->tls, s->name, err, errlen))) goto fail;
     if (!o->tls.enabled)
         log_warn("rpc.plaintext", "server=%s msg=\"serving without TLS: anyone who can reach the port can call it\"", s->name);
     for (size_t i = 0; o->listen[i]; i++) {
         if (i >= MAX_LISTEN) {
             snprintf(err, errlen, "at most %d listen addresses", MAX_LISTEN);
-            grpc_server_credentials_release(creds);
             goto fail;
         }
+        /* Credentials per port: each port's certificate fetcher tracks what it handed out. */
+        grpc_server_credentials *creds = s->tls ? wire_tls_src_creds(s->tls, err, errlen) : wire_server_creds(&o->tls, err, errlen);
+        if (!creds) goto fail;
         int port = grpc_server_add_http2_port(s->server, o->listen[i], creds);
+        grpc_server_credentials_release(creds);
         if (port == 0) {
             snprintf(err, errlen, "cannot listen on %s (address in use, not local, or malformed)", o->listen[i]);
-            grpc_server_credentials_release(creds);
             goto fail;
         }
         s->ports[s->n_ports++] = port;
     }
-    grpc_server_credentials_release(creds);
 
     s->health_methods[0] = (rpc_method){"/grpc.health.v1.Health/Check", &grpc__health__v1__health_check_request__descriptor,
                                         &grpc__health__v1__health_check_response__descriptor, health_check, NULL, s, 0};
@@ -804,6 +805,7 @@ rpc_server *rpc_server_new(const rpc_server_opts *o, char *err, size_t errlen)
     return s;
 fail:
     grpc_server_destroy(s->server);
+    wire_tls_src_free(s->tls);
     for (int i = 0; i < s->n_workers; i++) {
         grpc_completion_queue_shutdown(s->cqs[i]);
         grpc_completion_queue_destroy(s->cqs[i]);
@@ -962,11 +964,18 @@ void rpc_server_shutdown(rpc_server *s, int64_t grace_ms)
     log_info("rpc.shutdown", "server=%s duration_ms=%.1f cancelled_calls=%d", s->name, elapsed_ms(&t0), cancelled);
 }
 
+int rpc_server_reload_tls(rpc_server *s)
+{
+    if (!s->tls) return 0;
+    return wire_tls_src_reload(s->tls, 1) < 0 ? -1 : 0;
+}
+
 void rpc_server_free(rpc_server *s)
 {
     if (!s) return;
     rpc_server_shutdown(s, 0);
     grpc_server_destroy(s->server);
+    wire_tls_src_free(s->tls); /* no handshake after the server is gone */
     for (int i = 0; i < s->n_workers; i++) {
         if (!s->started) grpc_completion_queue_shutdown(s->cqs[i]);
         grpc_completion_queue_destroy(s->cqs[i]);

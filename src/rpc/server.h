@@ -92,6 +92,12 @@ void rpc_server_set_health(rpc_server *s, const char *service, int serving);
 /* Graceful: stop accepting, let in-flight calls finish within grace_ms, cancel the rest,
  * drain, join the workers. Idempotent. */
 void rpc_server_shutdown(rpc_server *s, int64_t grace_ms);
+/* Re-reads the TLS certificate, key and CA files now (SIGHUP). New connections get the new
+ * ones, established connections keep theirs. 0 (reloaded, unchanged or no TLS), or -1 when the
+ * new files were refused (expired, not yet valid, key not matching: logged with the file and
+ * dates) and the old ones stay. Besides, new handshakes look at the files' mtimes every
+ * tls.reload_check_ms (60 s) and reload by themselves. Thread-safe. */
+int rpc_server_reload_tls(rpc_server *s);
 /* Shuts down (grace 0) if needed, then frees. */
 void rpc_server_free(rpc_server *s);
 

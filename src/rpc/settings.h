@@ -1,7 +1,8 @@
 /* rpc settings: transport knobs (keepalive, message size, flow-control windows, compression)
  * and credentials (plaintext, TLS, mutual TLS). Defaults are CONTRACT.md's; config overrides.
  * Owns nothing: the strings are borrowed from the caller for the duration of the call that
- * takes them (files are read at channel/server creation). */
+ * takes them (files are read at channel/server creation; a server keeps copies of the paths
+ * to reload them). Certificates outside their validity dates are refused. */
 #ifndef OPS_RPC_SETTINGS_H
 #define OPS_RPC_SETTINGS_H
 
@@ -31,7 +32,11 @@ typedef struct rpc_tls {
     const char *key_file;
     const char *ca_file;   /* client: CA that signs the server; server: CA for client certs */
     int require_client_cert; /* server: mutual TLS */
+    int request_client_cert; /* server: ask for a client certificate and verify it against
+                              * ca_file when one is presented, but accept callers without */
     const char *server_name; /* client: override the name checked in the server certificate */
+    int64_t reload_check_ms; /* server: how often new handshakes look at the files' mtimes
+                              * (rotation without a signal); 0 = 60 s, < 0 = never */
 } rpc_tls;
 
 #endif

@@ -36,6 +36,27 @@ void wire_args_build(wire_args *w, const rpc_settings *s, int is_server, const c
 grpc_server_credentials *wire_server_creds(const rpc_tls *t, char *err, size_t errlen);
 grpc_channel_credentials *wire_channel_creds(const rpc_tls *t, char *err, size_t errlen);
 
+/* Server TLS material that can be replaced while serving: the paths, the PEM texts last
+ * accepted and a generation. Each listening port gets credentials whose certificate-config
+ * fetcher hands the core a new config when the generation moved on, so new handshakes use
+ * the new files and established connections keep theirs. */
+typedef struct wire_tls_src wire_tls_src;
+/* Loads and checks the files (dates, key matching the certificate). NULL with err naming the
+ * file (and the dates) otherwise. name is the server's, for log lines. */
+wire_tls_src *wire_tls_src_new(const rpc_tls *t, const char *name, char *err, size_t errlen);
+/* Credentials for one more listening port (the caller's: grpc_server_credentials_release).
+ * At most 16 per source. */
+grpc_server_credentials *wire_tls_src_creds(wire_tls_src *src, char *err, size_t errlen);
+/* Re-reads the files: force, or only when an mtime or size changed. 1 new material accepted,
+ * 0 unchanged, -1 refused (logged; the previous material stays in use). */
+int wire_tls_src_reload(wire_tls_src *src, int force);
+/* After grpc_server_destroy: no handshake uses it any more. NULL is ignored. */
+void wire_tls_src_free(wire_tls_src *src);
+
+/* Checks a PEM certificate chain's first certificate against the clock and, when key_pem is
+ * given, that the key belongs to it. 0, or -1 with err "FILE: certificate expired on ...". */
+int wire_check_cert(const char *cert_pem, const char *key_pem, const char *file, char *err, size_t errlen);
+
 /* Reads a whole file into a NUL-terminated heap string. Returns 0 or -1 with err. */
 int wire_read_file(const char *path, char **out, char *err, size_t errlen);
 

@@ -72,7 +72,7 @@ static void defaults_from_empty_file(void **state)
     assert_int_equal(cfg->daemon.log_level, LOGL_INFO);
     assert_string_equal(cfg->daemon.log_file, "");
     assert_string_equal(cfg->daemon.work_dir, "/var/lib/ops-daemon");
-    assert_string_equal(cfg->daemon.grpc_host, "0.0.0.0");
+    assert_string_equal(cfg->daemon.grpc_host, "127.0.0.1");
     assert_int_equal(cfg->daemon.grpc_port, 9091);
     assert_string_equal(cfg->daemon.http_host, "127.0.0.1");
     assert_int_equal(cfg->daemon.http_port, 8084);
