@@ -31,6 +31,7 @@ struct upd {
     store *st;
     int max_streams;
     int64_t retention_s, wake_ms;
+    int64_t poll_ms; /* 0: only a wake re-reads the store (one process owns the database) */
     pthread_mutex_t mu;
     notifier *buckets[NBUCKETS];
     size_t streams;
@@ -126,6 +127,17 @@ int upd_publish(upd *u, const upd_event_in *ev, const char *const *node_ids, siz
     }
     if (!ids_out) free(ids);
     return rc == 0 ? UPD_OK : UPD_ERROR;
+}
+
+void upd_wake(upd *u, const char *node_id)
+{
+    pthread_mutex_lock(&u->mu);
+    notifier *nt = find(u, node_id, NULL);
+    if (nt) {
+        nt->seq++;
+        pthread_cond_broadcast(&nt->cv);
+    }
+    pthread_mutex_unlock(&u->mu);
 }
 
 int upd_compact(upd *u, int64_t now, uint64_t *deleted, char *err, size_t errlen)
@@ -246,7 +258,9 @@ static int subscribe(rpc_ctx *c, const void *reqv, void *user)
         if (got == REPLAY_BATCH) continue; /* more to replay */
 
         pthread_mutex_lock(&u->mu);
-        while (nt->seq == seq && nt->gen == gen && !rpc_ctx_cancelled(c)) {
+        int64_t waited = 0; /* replicas: re-read now and then, in case a notice was lost */
+        while (nt->seq == seq && nt->gen == gen && !rpc_ctx_cancelled(c) && (!u->poll_ms || waited < u->poll_ms)) {
+            waited += u->wake_ms;
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             int64_t ns = ts.tv_nsec + (u->wake_ms % 1000) * 1000000L;
@@ -305,6 +319,7 @@ upd *upd_new(const upd_opts *o, char *err, size_t errlen)
     u->max_streams = o->max_streams > 0 ? o->max_streams : 10000;
     u->retention_s = o->retention_s > 0 ? o->retention_s : 7 * 24 * 3600;
     u->wake_ms = o->wake_ms > 0 ? o->wake_ms : 500;
+    u->poll_ms = store_is_shared(u->st) ? 5000 : 0;
     pthread_mutex_init(&u->mu, NULL);
     /* Result writes wait for a commit: off the workers (RPC_METHOD_SLOW). */
     u->methods[0] = (rpc_method){"/manager.ManagerService/SubscribeUpdates", &manager__subscribe_updates_request__descriptor,
