@@ -880,10 +880,10 @@ static void *writer_main(void *arg)
         if (wr->idx == 0 && s->head) {
             batch = s->head;
             s->tail->next = s->mhead;
+            s->head = s->tail = NULL;
         } else {
-            batch = s->mhead;
+            batch = s->mhead; /* the other requests stay for writer 0 */
         }
-        s->head = s->tail = NULL;
         s->mhead = s->mtail = NULL;
         int down = s->down;
         char why[512];
