@@ -38,6 +38,9 @@ struct evhub {
     int closed;
     evhub_sub *subs;
     size_t n_subs;
+    pthread_mutex_t fmu; /* the forward hook; held while it runs */
+    evhub_forward_fn forward;
+    void *forward_user;
 };
 
 static int64_t real_clock(void *ctx)
@@ -57,6 +60,7 @@ evhub *evhub_new(const evhub_opts *o, char *err, size_t errlen)
     if (!h->o.queue_len) h->o.queue_len = DEFAULT_QUEUE;
     if (!h->o.clock) h->o.clock = real_clock;
     pthread_mutex_init(&h->mu, NULL);
+    pthread_mutex_init(&h->fmu, NULL);
     return h;
 }
 
@@ -73,6 +77,7 @@ void evhub_free(evhub *h)
 {
     if (!h) return;
     pthread_mutex_destroy(&h->mu);
+    pthread_mutex_destroy(&h->fmu);
     free(h);
 }
 
@@ -113,10 +118,9 @@ static ev *ev_make(uint64_t id, int64_t ts, const char *const f[6])
     return x;
 }
 
-void evhub_publish(evhub *h, const char *kind, const char *node_id, const char *agent_id,
-                   const char *status, const char *previous_status, const char *detail)
+static void publish(evhub *h, const char *kind, const char *node_id, const char *agent_id,
+                    const char *status, const char *previous_status, const char *detail)
 {
-    if (!h) return;
     const char *f[6] = {kind ? kind : "", node_id ? node_id : "", agent_id ? agent_id : "",
                         status ? status : "", previous_status ? previous_status : "",
                         detail ? detail : ""};
@@ -142,6 +146,38 @@ void evhub_publish(evhub *h, const char *kind, const char *node_id, const char *
     }
     if (x && atomic_load(&x->refs) == 0) free(x);
     pthread_mutex_unlock(&h->mu);
+}
+
+void evhub_publish(evhub *h, const char *kind, const char *node_id, const char *agent_id,
+                   const char *status, const char *previous_status, const char *detail)
+{
+    if (!h) return;
+    publish(h, kind, node_id, agent_id, status, previous_status, detail);
+    pthread_mutex_lock(&h->fmu);
+    if (h->forward) {
+        evhub_event e = {.id = 0, .ts = h->o.clock(h->o.clock_ctx), .kind = kind ? kind : "",
+                         .node_id = node_id ? node_id : "", .agent_id = agent_id ? agent_id : "",
+                         .status = status ? status : "",
+                         .previous_status = previous_status ? previous_status : "",
+                         .detail = detail ? detail : ""};
+        h->forward(h->forward_user, &e);
+    }
+    pthread_mutex_unlock(&h->fmu);
+}
+
+void evhub_publish_remote(evhub *h, const char *kind, const char *node_id, const char *agent_id,
+                          const char *status, const char *previous_status, const char *detail)
+{
+    if (h) publish(h, kind, node_id, agent_id, status, previous_status, detail);
+}
+
+void evhub_set_forward(evhub *h, evhub_forward_fn fn, void *user)
+{
+    if (!h) return;
+    pthread_mutex_lock(&h->fmu);
+    h->forward = fn;
+    h->forward_user = user;
+    pthread_mutex_unlock(&h->fmu);
 }
 
 static void sub_free(evhub_sub *s)

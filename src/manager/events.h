@@ -1,8 +1,9 @@
 /* events: the manager's in-process event hub -- node registered/online/offline/deleted and
  * agent state changes, fanned out to whoever watches (AdminService.WatchEvents).
  *
- * evhub_publish() is the single way in: every part that notices a change calls it, and a
- * later multi-replica setup will feed it from PostgreSQL LISTEN/NOTIFY as well. Publishing
+ * evhub_publish() is the single way in for what this process notices; it also hands each event
+ * to the forward hook (replicas.h sends it to the other replicas). Events that other replicas
+ * noticed come in through evhub_publish_remote(), which is not forwarded again. Publishing
  * never blocks on a subscriber: each subscriber has a bounded queue, and one that falls behind
  * is dropped (evhub_next says EVHUB_DROPPED) rather than slowing the publishers down.
  *
@@ -54,6 +55,16 @@ void evhub_free(evhub *h);
  * drops every subscriber that should have got it (they would otherwise miss it silently). */
 void evhub_publish(evhub *h, const char *kind, const char *node_id, const char *agent_id,
                    const char *status, const char *previous_status, const char *detail);
+
+/* An event another replica published: delivered like evhub_publish, not forwarded. */
+void evhub_publish_remote(evhub *h, const char *kind, const char *node_id, const char *agent_id,
+                          const char *status, const char *previous_status, const char *detail);
+
+/* Called for every evhub_publish (after local delivery, on the publisher's thread; must be
+ * quick and must not publish). e lives for the call only. */
+typedef void (*evhub_forward_fn)(void *user, const evhub_event *e);
+/* fn NULL: none. When this returns, the previous fn is no longer running. */
+void evhub_set_forward(evhub *h, evhub_forward_fn fn, void *user);
 
 /* Subscribes to events published from now on whose kind starts with one of kinds (n_kinds 0,
  * or an empty string among them, = every kind) and, when node_id is non-empty, that concern

@@ -38,6 +38,8 @@ typedef struct pending_event {
 struct liveness {
     liveness_config cfg;
     store *st;
+    int shared;     /* other replicas share the store: see sync_from_store */
+    int was_leader; /* liveness thread only */
     shard shards[SHARDS];
 
     pthread_mutex_t ev_mu;
@@ -152,12 +154,20 @@ static void queue_event(liveness *l, const char *id, const char *event, int64_t 
     pthread_mutex_unlock(&l->ev_mu);
 }
 
+/* Whether this process decides transitions. With replicas only the leader does, so that each
+ * is published and stored once fleet-wide; a follower only records when it heard a node. */
+static int leading(liveness *l)
+{
+    return !l->shared || store_is_leader(l->st);
+}
+
 /* Called with the entry's shard locked. */
 static void come_online(liveness *l, entry *e, int64_t now_ms)
 {
     int64_t prev = e->last_seen_ms;
     e->online = 1;
     e->dirty = 1;
+    if (!leading(l)) return; /* the leader sees the new last_seen in the store and says so */
     char b[160];
     log_info("node.online", "node=%s last_seen=%lld", log_id(b, sizeof b, e->id),
              (long long)(prev / 1000));
@@ -296,6 +306,7 @@ static void mark_dirty(liveness *l, const char *id)
  * flag again, so nothing newer is lost. */
 static int collect_dirty(liveness *l, store_touch **out, size_t *n)
 {
+    int lead = leading(l);
     size_t cap = 0;
     *out = NULL;
     *n = 0;
@@ -316,7 +327,8 @@ static int collect_dirty(liveness *l, store_touch **out, size_t *n)
                 char *id = strdup(e->id);
                 if (!id) { rc = -1; break; }
                 (*out)[(*n)++] = (store_touch){id, e->last_seen_ms / 1000,
-                                                e->online ? STORE_NODE_ONLINE : STORE_NODE_OFFLINE};
+                                                !lead ? STORE_NODE_ANY
+                                                : e->online ? STORE_NODE_ONLINE : STORE_NODE_OFFLINE};
                 e->dirty = 0;
             }
         }
@@ -387,6 +399,54 @@ int liveness_flush(liveness *l, char *err, size_t errlen)
     return rc;
 }
 
+/* Replicas: merges what the store knows, since heartbeats also land on other replicas and the
+ * leader decides the status. Every node's last_seen becomes the later of ours and the store's
+ * (which other replicas write behind every flush_interval). A follower, and a replica that has
+ * just become leader, take the status from the store (the latter with a fresh offline_after, as
+ * at start); the leader brings online an offline node heard from within offline_after. Nodes
+ * registered elsewhere are added; deleted ones go when the node.deleted notice arrives
+ * (liveness_remove). -1 when the store cannot be read: the caller skips the sweep then, as it
+ * would judge by stale times. */
+static int sync_from_store(liveness *l)
+{
+    int lead = leading(l);
+    int fresh = lead && !l->was_leader;
+    store_node_list nodes;
+    char err[256];
+    if (store_list_nodes(l->st, NULL, &nodes, err, sizeof err) != 0) {
+        log_debug("liveness.sync_failed", "error=\"%s\"", err);
+        return -1;
+    }
+    l->was_leader = lead;
+    int64_t now = liveness_now(l);
+    for (size_t i = 0; i < nodes.n; i++) {
+        const store_node *n = &nodes.items[i];
+        int store_online = n->status == STORE_NODE_ONLINE;
+        uint64_t h;
+        shard *sh = shard_of(l, n->node_id, &h);
+        pthread_mutex_lock(&sh->mu);
+        entry *e = find(sh, n->node_id, h);
+        if (!e) {
+            if ((e = insert(sh, n->node_id, h))) {
+                e->online = store_online;
+                e->last_seen_ms = n->last_seen * 1000;
+                e->grace_ms = now;
+            }
+        } else {
+            if (n->last_seen * 1000 > e->last_seen_ms) e->last_seen_ms = n->last_seen * 1000;
+            if (!lead || fresh) {
+                e->online = store_online;
+                if (fresh) e->grace_ms = now;
+            } else if (!e->online && now - e->last_seen_ms <= l->cfg.offline_after_ms) {
+                come_online(l, e, now);
+            }
+        }
+        pthread_mutex_unlock(&sh->mu);
+    }
+    store_node_list_free(&nodes);
+    return 0;
+}
+
 static int64_t mono_ms(void)
 {
     struct timespec ts;
@@ -409,7 +469,8 @@ static void *thread_main(void *arg)
         pthread_mutex_unlock(&l->th_mu);
         int64_t now = mono_ms();
         if (now >= next_sweep) {
-            liveness_sweep(l);
+            if (!l->shared) liveness_sweep(l);
+            else if (sync_from_store(l) == 0 && l->was_leader) liveness_sweep(l);
             next_sweep = now + l->cfg.sweep_interval_ms;
         }
         if (now >= next_flush) {
@@ -462,6 +523,7 @@ liveness *liveness_new(const liveness_config *cfg, store *st, char *err, size_t 
     if (!l->cfg.sweep_interval_ms) l->cfg.sweep_interval_ms = DEFAULT_SWEEP_MS;
     if (!l->cfg.clock) l->cfg.clock = real_clock;
     l->st = st;
+    l->shared = store_is_shared(st);
     for (int i = 0; i < SHARDS; i++) pthread_mutex_init(&l->shards[i].mu, NULL);
     pthread_mutex_init(&l->ev_mu, NULL);
     pthread_mutex_init(&l->flush_mu, NULL);

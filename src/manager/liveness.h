@@ -9,7 +9,13 @@
  *
  * Times are milliseconds since the Unix epoch, read from cfg.clock (injectable for tests). The
  * table is loaded from the store at start; nodes the store says are online get a fresh
- * offline_after from that moment, so restarting the manager does not flap the whole fleet. */
+ * offline_after from that moment, so restarting the manager does not flap the whole fleet.
+ *
+ * Replicas (store_is_shared): heartbeats also land on other managers, so every sweep interval
+ * the table merges the store's nodes (the later last_seen wins) and only the leader
+ * (store_is_leader) sweeps and decides transitions -- each logged, stored and published once
+ * fleet-wide; followers take the status from the store and write last_seen only. The manual
+ * liveness_sweep() below is the single-process sweep. */
 #ifndef OPS_MANAGER_LIVENESS_H
 #define OPS_MANAGER_LIVENESS_H
 

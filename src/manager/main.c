@@ -23,6 +23,7 @@
 #include "manager/mmetrics.h"
 #include "manager/mservice.h"
 #include "manager/pool.h"
+#include "manager/replicas.h"
 #include "manager/retention.h"
 #include "manager/store.h"
 #include "ops_descriptors.h"
@@ -224,6 +225,7 @@ int main(int argc, char **argv)
     rpc_reflection *refl = NULL;
     pool *daemons = NULL;
     upd *updates = NULL;
+    replicas *repl = NULL;
     mmetrics *metrics = NULL;
     prom_http *scrape = NULL;
     evhub *hub = NULL;
@@ -323,6 +325,12 @@ int main(int argc, char **argv)
         log_error("manager.updates_failed", "error=\"%s\"", err);
         goto out;
     }
+    /* Several managers on one PostgreSQL: events cross between them (no-op on SQLite). */
+    replicas_opts ro = {.store = st, .hub = hub, .updates = updates, .live = live};
+    if (!(repl = replicas_new(&ro, err, sizeof err))) {
+        log_error("manager.replicas_failed", "error=\"%s\"", err);
+        goto out;
+    }
     mo.metrics = metrics;
     mo.hub = hub;
     if (!(enroll = admin_enroll_new(st, tokens, err, sizeof err))) goto out;
@@ -368,6 +376,7 @@ int main(int argc, char **argv)
             size_t closed = pool_sweep_idle(daemons);
             if (closed) log_info("pool.idle_closed", "channels=%zu open=%zu", closed, pool_size(daemons));
             uint64_t compacted = 0;
+            if (!store_is_leader(st)) continue; /* replicas: the leader compacts */
             if (upd_compact(updates, (int64_t)time(NULL), &compacted, err, sizeof err) != 0)
                 log_warn("update.compact_failed", "error=\"%s\"", err);
             else if (compacted)
@@ -399,6 +408,7 @@ out:
     admin_stop(adm, 10000);
     mservice_stop(svc, 10000);
     rpc_reflection_free(refl);
+    replicas_free(repl); /* before what its hooks touch */
     upd_free(updates); /* after the server: no stream uses it any more */
     mmetrics_free(metrics); /* after the servers: their observers count until the end */
     free(extra);

@@ -8,6 +8,8 @@
 
 #include "base/log.h"
 
+#define FOLLOWER_CHECK_MS 2000
+
 struct retention {
     store *st;
     int64_t keep_ms, interval_ms;
@@ -36,12 +38,15 @@ static void *main_loop(void *arg)
     pthread_mutex_lock(&r->mu);
     while (!r->stop) {
         pthread_mutex_unlock(&r->mu);
-        pass(r);
+        /* Replicas: only the leader deletes; a follower looks again soon, to take over quickly. */
+        int lead = store_is_leader(r->st);
+        if (lead) pass(r);
+        int64_t wait = lead || r->interval_ms < FOLLOWER_CHECK_MS ? r->interval_ms : FOLLOWER_CHECK_MS;
         pthread_mutex_lock(&r->mu);
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += r->interval_ms / 1000;
-        ts.tv_nsec += (r->interval_ms % 1000) * 1000000L;
+        ts.tv_sec += wait / 1000;
+        ts.tv_nsec += (wait % 1000) * 1000000L;
         if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
         while (!r->stop && pthread_cond_timedwait(&r->cv, &r->mu, &ts) == 0) {}
     }

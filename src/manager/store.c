@@ -38,6 +38,26 @@ int store_get_stats(store *s, store_stats *out)
     return 0;
 }
 
+int store_is_shared(store *s)
+{
+    return s->drv->is_leader != NULL;
+}
+
+int store_is_leader(store *s)
+{
+    return s->drv->is_leader ? s->drv->is_leader(s) : 1;
+}
+
+void store_notify(store *s, const char *json)
+{
+    if (s->drv->notify) s->drv->notify(s, json);
+}
+
+void store_set_notice_handler(store *s, store_notice_fn fn, void *user)
+{
+    if (s->drv->set_notice_handler) s->drv->set_notice_handler(s, fn, user);
+}
+
 int store_upsert_node(store *s, const store_node_in *n, int64_t now, char *err, size_t errlen)
 {
     return s->drv->upsert_node(s, n, now, err, errlen);

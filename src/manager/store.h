@@ -68,7 +68,8 @@ typedef struct store_node_in {
 typedef struct store_touch {
     const char *node_id;
     int64_t last_seen;
-    store_node_status status;
+    store_node_status status; /* STORE_NODE_ANY: leave the status as it is (a follower replica
+                                 reports when it heard a node; the leader decides the status) */
 } store_touch;
 
 /* One node event: event is "online", "offline" or "registered". */
@@ -410,6 +411,31 @@ int store_list_enroll_tokens(store *s, store_enroll_token_list *out, char *err, 
 int store_revoke_enroll_token(store *s, const char *name, int64_t now, int *found, char *err,
                               size_t errlen);
 void store_enroll_token_list_free(store_enroll_token_list *l);
+/* ---- several managers on one database (replicas) -----------------------------------------
+ * A driver whose database other processes can share (PostgreSQL) elects one leader among them
+ * and carries notices between them; the SQLite driver is never shared, always leader, and its
+ * notices go nowhere. */
+
+/* 1 when other processes may be using the same database (so in-memory state can be stale). */
+int store_is_shared(store *s);
+/* 1 while this process holds the leader lease: it alone runs the offline sweep, retention and
+ * compaction. PostgreSQL: a session advisory lock on a connection of its own, tried every
+ * second; losing that connection loses the lease (the server releases the lock when the session
+ * ends, so another process takes it within a few seconds). */
+int store_is_leader(store *s);
+
+/* A notice is a JSON object of at most STORE_NOTICE_MAX bytes with a string "kind". Besides what
+ * callers send, store_add_updates sends one per target node, in its transaction:
+ * {"kind":"update.published","node_id":"...","detail":"<event id>"}. */
+#define STORE_NOTICE_MAX 7000
+typedef void (*store_notice_fn)(void *user, const char *json);
+/* Sends json to every other process sharing the database. Never blocks: it is queued and sent
+ * by the store's own thread; dropped (and counted in the log) while the database is out of
+ * reach, so receivers must not depend on every notice: they re-read the store now and then. */
+void store_notify(store *s, const char *json);
+/* fn (NULL: none) gets every notice another process sent, on the store's thread; it must be
+ * quick. When this returns, the previous fn is no longer running and will not be called. */
+void store_set_notice_handler(store *s, store_notice_fn fn, void *user);
 
 /* ---- driver interface: what an implementation provides (store.c dispatches to it) -------- */
 
@@ -462,6 +488,10 @@ typedef struct store_driver {
                             char *, size_t);
     int (*list_enroll_tokens)(store *, store_enroll_token_list *, char *, size_t);
     int (*revoke_enroll_token)(store *, const char *, int64_t, int *, char *, size_t);
+    /* optional, replicas: NULL means not shared, always leader, notices go nowhere */
+    int (*is_leader)(store *);
+    void (*notify)(store *, const char *);
+    void (*set_notice_handler)(store *, store_notice_fn, void *);
 } store_driver;
 
 /* Every driver's handle starts with this. */

@@ -32,15 +32,18 @@
 #include "manager/store.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <libpq-fe.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DEFAULT_READERS 4
 #define WRITERS 4
@@ -49,6 +52,16 @@
 #define BACKOFF_MAX_MS 2000
 /* Arbitrary, fixed: the key of the advisory lock migrations take ("ops" "mig"). */
 #define MIGRATION_LOCK_KEY 0x6f70736d6967LL
+/* The leader lease ("ops" "lead"), a session lock on the coordination connection. */
+#define LEADER_LOCK_KEY 0x6f70736c656164LL
+/* Held by a transaction that adds update events until it commits ("ops" "upd"): ids are then
+ * committed in the order they were drawn, so a stream that sent id n never later finds a
+ * smaller id committed behind it and skips it. */
+#define UPDATES_LOCK_KEY 0x6f7073757064LL
+/* LISTEN/NOTIFY channel shared by every replica. */
+#define NOTICE_CHANNEL "ops_events"
+#define NOTICE_QUEUE_MAX 10000
+#define COORD_TICK_MS 1000
 
 /* ---- schema ------------------------------------------------------------------------------ */
 
@@ -87,12 +100,33 @@ static const char *const migrations[] = {
     "  result text NOT NULL DEFAULT '', detail text NOT NULL DEFAULT '',"
     "  peer text NOT NULL DEFAULT '');"
     "CREATE INDEX audit_by_at ON audit(at);",
+    /* 2: pushed update events (updates.h). bigserial: an id is never reused after a compaction,
+     * since daemons resume after the last id they saw. */
+    "CREATE TABLE update_events ("
+    "  id bigserial PRIMARY KEY, node_id text COLLATE \"C\" NOT NULL, kind text NOT NULL,"
+    "  component text NOT NULL DEFAULT '', agent_id text NOT NULL DEFAULT '',"
+    "  version text NOT NULL DEFAULT '', download_url text NOT NULL DEFAULT '',"
+    "  hash_sha256 text NOT NULL DEFAULT '', operation text NOT NULL DEFAULT '',"
+    "  signature bytea NOT NULL DEFAULT '', payload bytea NOT NULL DEFAULT '',"
+    "  created_at bigint NOT NULL, outcome text NOT NULL DEFAULT '',"
+    "  message text NOT NULL DEFAULT '', result_at bigint NOT NULL DEFAULT 0);"
+    "CREATE INDEX update_events_by_node ON update_events(node_id, id);"
+    "CREATE INDEX update_events_by_key ON update_events(node_id, kind, component, agent_id, id);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
 #define NODE_COLS                                                                             \
     "node_id, hostname, ip, os, arch, labels::text, daemon_version, agent_version,"            \
     " daemon_address, status, registered_at, last_seen, updated_at"
+
+#define UPD_COLS                                                                              \
+    "e.id, e.node_id, e.kind, e.component, e.agent_id, e.version, e.download_url,"              \
+    " e.hash_sha256, e.operation, e.signature, e.payload, e.created_at, e.outcome, e.message,"  \
+    " e.result_at"
+/* An event is "superseded" when a later one exists for the same node and target. */
+#define UPD_SUPERSEDED                                                                          \
+    "EXISTS (SELECT 1 FROM update_events l WHERE l.node_id = e.node_id AND l.kind = e.kind"     \
+    " AND l.component = e.component AND l.agent_id = e.agent_id AND l.id > e.id)"
 
 enum {
     Q_NODE_UPSERT, Q_NODE_PLACEHOLDER, Q_NODE_TOUCH, Q_EVENTS_ADD,
@@ -103,7 +137,7 @@ enum {
     Q_AUDIT_ADD,
     /* reads */
     Q_LIST_NODES, Q_GET_NODE, Q_LIST_AGENTS, Q_LIST_EVENTS, Q_QUERY_METRICS, Q_METRIC_STATS,
-    Q_LIST_AUDIT, Q_METRIC_TYPES,
+    Q_LIST_AUDIT, Q_METRIC_TYPES, Q_UPD_AFTER, Q_UPD_LIST,
     Q_COUNT
 };
 
@@ -124,7 +158,8 @@ static const char *const query_sql[Q_COUNT] = {
         " VALUES ($1, 'unknown', 'unknown', 'unknown', 'unknown', '{}', 'unknown', 'unknown',"
         " '', 'online', $2, $2, $2) ON CONFLICT (node_id) DO NOTHING",
     [Q_NODE_TOUCH] =
-        "UPDATE nodes n SET last_seen = greatest(n.last_seen, t.ls), status = t.st,"
+        "UPDATE nodes n SET last_seen = greatest(n.last_seen, t.ls),"
+        " status = CASE WHEN t.st = '' THEN n.status ELSE t.st END,"
         " updated_at = $4 FROM unnest($1::text[], $2::bigint[], $3::text[]) AS t(id, ls, st)"
         " WHERE n.node_id = t.id",
     [Q_EVENTS_ADD] =
@@ -204,6 +239,14 @@ static const char *const query_sql[Q_COUNT] = {
         "SELECT DISTINCT type FROM metrics"
         " WHERE node_ref = (SELECT id FROM metric_nodes WHERE node_id = $1)"
         " AND ts BETWEEN $2 AND $3 ORDER BY type",
+    [Q_UPD_AFTER] =
+        "SELECT " UPD_COLS " FROM update_events e WHERE e.node_id = $1 AND e.id > $2"
+        " AND (e.created_at >= $3 OR (e.kind <> 'command' AND NOT " UPD_SUPERSEDED "))"
+        " ORDER BY e.id LIMIT $4",
+    [Q_UPD_LIST] =
+        "SELECT " UPD_COLS " FROM update_events e WHERE ($1 = '' OR e.node_id = $1)"
+        " AND ($2 = 0 OR e.id = $2) AND (NOT $3::boolean OR e.outcome = '')"
+        " AND ($4 = 0 OR e.id < $4) ORDER BY e.id DESC LIMIT $5",
 };
 
 static const char *const query_name[Q_COUNT] = {
@@ -211,7 +254,7 @@ static const char *const query_name[Q_COUNT] = {
     "agent_remove_missing", "mnodes_add", "metrics_move", "metrics_move_count",
     "ret_next_series", "ret_delete", "del_points", "del_series", "del_agents", "del_events",
     "del_node", "audit_add", "list_nodes", "get_node", "list_agents", "list_events",
-    "query_metrics", "metric_stats", "list_audit", "metric_types",
+    "query_metrics", "metric_stats", "list_audit", "metric_types", "upd_after", "upd_list",
 };
 
 /* ---- the handle --------------------------------------------------------------------------- */
@@ -294,6 +337,22 @@ struct pgstore {
     int n_free;
     pthread_mutex_t rmu;
     pthread_cond_t rcv;
+
+    /* Replicas: the coordination thread and its connection (the leader lease, LISTEN, and
+     * sending queued notices). */
+    char origin[20];       /* "<16 hex> ": prefixes our notices so we skip our own */
+    pthread_t coord_th;
+    int coord_started;
+    int wake[2];           /* pipe: a notice was queued, or we are closing */
+    PGconn *cc;            /* coordination thread only */
+    pthread_mutex_t cmu;   /* the outgoing queue, leader, coord_stop */
+    char **outq;
+    size_t n_out, cap_out;
+    uint64_t out_dropped;
+    int leader, coord_stop;
+    pthread_mutex_t hmu;   /* the handler; held while it runs */
+    store_notice_fn handler;
+    void *handler_user;
 };
 
 static const store_driver pg_driver;
@@ -821,10 +880,10 @@ static void *writer_main(void *arg)
         if (wr->idx == 0 && s->head) {
             batch = s->head;
             s->tail->next = s->mhead;
+            s->head = s->tail = NULL;
         } else {
-            batch = s->mhead;
+            batch = s->mhead; /* the other requests stay for writer 0 */
         }
-        s->head = s->tail = NULL;
         s->mhead = s->mtail = NULL;
         int down = s->down;
         char why[512];
@@ -1137,7 +1196,7 @@ static int pg_touch_nodes(store *st, const store_touch *t, size_t n, char *err, 
         snprintf(num, sizeof num, "%s%" PRId64, i ? "," : "", t[i].last_seen);
         sb_str(&seen, num);
         if (i) sb_put(&status, ",", 1);
-        sb_str(&status, store_node_status_name(t[i].status));
+        sb_str(&status, t[i].status == STORE_NODE_ANY ? "\"\"" : store_node_status_name(t[i].status));
     }
     sb_put(&ids, "}", 1);
     sb_put(&seen, "}", 1);
@@ -1768,6 +1827,461 @@ static int pg_list_metric_types(store *st, const char *node_id, int64_t from, in
     return 0;
 }
 
+
+/* ---- pushed update events ------------------------------------------------------------------
+ * Rare writes (an operator's publish, a daemon's result): unprepared statements on the writer. */
+
+struct add_updates_args {
+    const store_update_in *ev;
+    const char *nodes; /* text[] literal */
+    size_t n;
+    uint64_t *ids;
+    const char *origin;
+};
+
+static int w_add_updates(PGconn *w, void *arg, char *err, size_t errlen)
+{
+    static const char *what = "store update event";
+    struct add_updates_args *a = arg;
+    const store_update_in *e = a->ev;
+    char lock[96], created[24];
+    snprintf(lock, sizeof lock, "SELECT pg_advisory_xact_lock(%lld)", (long long)UPDATES_LOCK_KEY);
+    int rc = simple(w, lock, what, err, errlen);
+    if (rc != 0) return rc;
+    i64s(created, sizeof created, e->created_at);
+    /* Rows go in node order, so ids increase in node order; every replica's streams of these
+     * nodes hear of them at COMMIT (NOTIFY is transactional). */
+    const char *sql =
+        "WITH ins AS (INSERT INTO update_events (node_id, kind, component, agent_id, version,"
+        " download_url, hash_sha256, operation, signature, payload, created_at)"
+        " SELECT n, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11"
+        " FROM unnest($1::text[]) WITH ORDINALITY AS t(n, o) ORDER BY o RETURNING id, node_id)"
+        " SELECT id, pg_notify('" NOTICE_CHANNEL "', $12 || json_build_object('kind',"
+        " 'update.published', 'node_id', node_id, 'detail', id::text)::text) FROM ins ORDER BY id";
+    const char *p[12] = {a->nodes, e->kind, nz(e->component), nz(e->agent_id), nz(e->version),
+                         nz(e->download_url), nz(e->hash_sha256), nz(e->operation),
+                         e->signature ? (const char *)e->signature : "",
+                         e->payload ? (const char *)e->payload : "", created, a->origin};
+    int len[12] = {0}, fmt[12] = {0};
+    len[8] = (int)e->signature_len;
+    len[9] = (int)e->payload_len;
+    fmt[8] = fmt[9] = 1;
+    PGresult *r = PQexecParams(w, sql, 12, NULL, p, len, fmt, 0);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = pg_fail(w, r, what, err, errlen);
+        PQclear(r);
+        return rc;
+    }
+    if ((size_t)PQntuples(r) != a->n) {
+        snprintf(err, errlen, "%s: %d rows inserted for %zu nodes", what, PQntuples(r), a->n);
+        PQclear(r);
+        return STORE_ERROR;
+    }
+    for (size_t i = 0; a->ids && i < a->n; i++) a->ids[i] = strtoull(PQgetvalue(r, (int)i, 0), NULL, 10);
+    PQclear(r);
+    return 0;
+}
+
+static int pg_add_updates(store *st, const store_update_in *ev, const char *const *node_ids,
+                          size_t n, uint64_t *ids_out, char *err, size_t errlen)
+{
+    if (!n) return 0;
+    if (!ev->kind || !*ev->kind) { snprintf(err, errlen, "store update event: kind is empty"); return -1; }
+    if (ev->payload_len > INT32_MAX || ev->signature_len > INT32_MAX) {
+        snprintf(err, errlen, "store update event: payload too large");
+        return -1;
+    }
+    sbuf b = {0};
+    sb_put(&b, "{", 1);
+    for (size_t i = 0; i < n; i++) {
+        if (need_id(node_ids[i], err, errlen) < 0) { free(b.p); return -1; }
+        sb_text_array_item(&b, node_ids[i], i == 0);
+    }
+    sb_put(&b, "}", 1);
+    if (b.oom) { free(b.p); snprintf(err, errlen, "store update event: out of memory"); return -1; }
+    struct add_updates_args a = {ev, b.p, n, ids_out, impl(st)->origin};
+    int rc = submit(impl(st), w_add_updates, &a, err, errlen);
+    free(b.p);
+    return rc;
+}
+
+struct update_result_args {
+    const char *node_id, *outcome, *message;
+    uint64_t id;
+    int64_t at;
+    int found;
+};
+
+static int w_update_result(PGconn *w, void *arg, char *err, size_t errlen)
+{
+    struct update_result_args *a = arg;
+    char id[24], at[24];
+    snprintf(id, sizeof id, "%llu", (unsigned long long)a->id);
+    i64s(at, sizeof at, a->at);
+    const char *p[5] = {id, a->node_id, nz(a->outcome), nz(a->message), at};
+    PGresult *r = PQexecParams(w,
+        "UPDATE update_events SET outcome = $3, message = $4, result_at = $5"
+        " WHERE id = $1 AND node_id = $2", 5, NULL, p, NULL, NULL, 0);
+    if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+        int rc = pg_fail(w, r, "record update result", err, errlen);
+        PQclear(r);
+        return rc;
+    }
+    a->found = atol(PQcmdTuples(r)) > 0;
+    PQclear(r);
+    return 0;
+}
+
+static int pg_set_update_result(store *st, const char *node_id, uint64_t id, const char *outcome,
+                                const char *message, int64_t at, int *found, char *err,
+                                size_t errlen)
+{
+    if (found) *found = 0;
+    if (need_id(node_id, err, errlen) < 0) return -1;
+    if (id > INT64_MAX) return 0; /* no such id */
+    struct update_result_args a = {node_id, outcome, message, id, at, 0};
+    int rc = submit(impl(st), w_update_result, &a, err, errlen);
+    if (found) *found = rc == 0 && a.found;
+    return rc;
+}
+
+struct compact_args {
+    int64_t before;
+    uint64_t deleted;
+};
+
+static int w_compact_updates(PGconn *w, void *arg, char *err, size_t errlen)
+{
+    struct compact_args *a = arg;
+    char before[24];
+    i64s(before, sizeof before, a->before);
+    const char *p[1] = {before};
+    PGresult *r = PQexecParams(w,
+        "DELETE FROM update_events e WHERE e.created_at < $1"
+        " AND (e.kind = 'command' OR " UPD_SUPERSEDED ")", 1, NULL, p, NULL, NULL, 0);
+    if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+        int rc = pg_fail(w, r, "compact update events", err, errlen);
+        PQclear(r);
+        return rc;
+    }
+    a->deleted = strtoull(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    return 0;
+}
+
+static int pg_compact_updates(store *st, int64_t before, uint64_t *deleted, char *err,
+                              size_t errlen)
+{
+    struct compact_args a = {before, 0};
+    int rc = submit(impl(st), w_compact_updates, &a, err, errlen);
+    if (deleted) *deleted = rc == 0 ? a.deleted : 0;
+    return rc;
+}
+
+static uint8_t *dup_bytea(PGresult *r, int row, int col, size_t *len, int *oom)
+{
+    size_t n = 0;
+    unsigned char *u = PQunescapeBytea((const unsigned char *)PQgetvalue(r, row, col), &n);
+    uint8_t *c = malloc(n ? n : 1);
+    if (!u || !c) {
+        *oom = 1;
+        PQfreemem(u);
+        free(c);
+        *len = 0;
+        return NULL;
+    }
+    memcpy(c, u, n);
+    PQfreemem(u);
+    *len = n;
+    return c;
+}
+
+static int read_updates(PGresult *r, store_update_list *out, const char *what, char *err,
+                        size_t errlen)
+{
+    int nt = PQntuples(r), oom = 0;
+    if (nt && !(out->items = calloc((size_t)nt, sizeof *out->items))) oom = 1;
+    for (int i = 0; i < nt && !oom; i++) {
+        store_update *u = &out->items[out->n++];
+        u->id = strtoull(PQgetvalue(r, i, 0), NULL, 10);
+        u->node_id = dupv(r, i, 1, &oom);
+        u->kind = dupv(r, i, 2, &oom);
+        u->component = dupv(r, i, 3, &oom);
+        u->agent_id = dupv(r, i, 4, &oom);
+        u->version = dupv(r, i, 5, &oom);
+        u->download_url = dupv(r, i, 6, &oom);
+        u->hash_sha256 = dupv(r, i, 7, &oom);
+        u->operation = dupv(r, i, 8, &oom);
+        u->signature = dup_bytea(r, i, 9, &u->signature_len, &oom);
+        u->payload = dup_bytea(r, i, 10, &u->payload_len, &oom);
+        u->created_at = i64v(r, i, 11);
+        u->outcome = dupv(r, i, 12, &oom);
+        u->message = dupv(r, i, 13, &oom);
+        u->result_at = i64v(r, i, 14);
+    }
+    PQclear(r);
+    if (oom) { store_update_list_free(out); return oom_fail(what, err, errlen); }
+    return 0;
+}
+
+static int pg_list_updates_after(store *st, const char *node_id, uint64_t after_id,
+                                 int64_t stale_before, size_t limit, store_update_list *out,
+                                 char *err, size_t errlen)
+{
+    static const char *what = "list update events";
+    out->items = NULL;
+    out->n = 0;
+    char after[24], stale[24], lim[24];
+    snprintf(after, sizeof after, "%llu", (unsigned long long)(after_id > INT64_MAX ? INT64_MAX : after_id));
+    i64s(stale, sizeof stale, stale_before);
+    snprintf(lim, sizeof lim, "%zu", limit ? limit : 1000);
+    const char *p[4] = {nz(node_id), after, stale, lim};
+    PGresult *r;
+    int rc = rd_query(impl(st), Q_UPD_AFTER, 4, p, what, &r, err, errlen);
+    if (rc != 0) return rc;
+    return read_updates(r, out, what, err, errlen);
+}
+
+static int pg_list_updates(store *st, const store_update_filter *f, store_update_list *out,
+                           char *err, size_t errlen)
+{
+    static const char *what = "list update events";
+    out->items = NULL;
+    out->n = 0;
+    char id[24], before[24], lim[24];
+    uint64_t eid = f ? f->event_id : 0, bid = f ? f->before_id : 0;
+    snprintf(id, sizeof id, "%llu", (unsigned long long)(eid > INT64_MAX ? INT64_MAX : eid));
+    snprintf(before, sizeof before, "%llu", (unsigned long long)(bid > INT64_MAX ? INT64_MAX : bid));
+    snprintf(lim, sizeof lim, "%zu", f && f->limit ? f->limit : 100);
+    const char *p[5] = {f ? nz(f->node_id) : "", id, f && f->pending_only ? "true" : "false",
+                        before, lim};
+    PGresult *r;
+    int rc = rd_query(impl(st), Q_UPD_LIST, 5, p, what, &r, err, errlen);
+    if (rc != 0) return rc;
+    return read_updates(r, out, what, err, errlen);
+}
+
+/* ---- replicas: the coordination thread -----------------------------------------------------
+ * One connection of its own holds the leader lease (a session advisory lock, so it goes with
+ * the session: a replica that dies or loses the server loses it at once, and the server hands
+ * it to whoever asks next), LISTENs for the other replicas' notices and sends ours. */
+
+static int pg_is_leader(store *st)
+{
+    pgstore *s = impl(st);
+    pthread_mutex_lock(&s->cmu);
+    int l = s->leader;
+    pthread_mutex_unlock(&s->cmu);
+    return l;
+}
+
+static void pg_notify_send(store *st, const char *json)
+{
+    pgstore *s = impl(st);
+    size_t n = strlen(json);
+    if (n > STORE_NOTICE_MAX) {
+        log_warn("store.notice_too_long", "bytes=%zu max=%d", n, STORE_NOTICE_MAX);
+        return;
+    }
+    char *m = malloc(strlen(s->origin) + n + 1);
+    if (!m) return;
+    memcpy(m, s->origin, strlen(s->origin));
+    memcpy(m + strlen(s->origin), json, n + 1);
+    pthread_mutex_lock(&s->cmu);
+    if (s->n_out == s->cap_out) {
+        size_t nc = s->cap_out ? s->cap_out * 2 : 64;
+        char **q = s->n_out < NOTICE_QUEUE_MAX ? realloc(s->outq, nc * sizeof *q) : NULL;
+        if (!q) { /* out of room: the oldest goes; receivers re-read the store anyway */
+            if (!s->n_out) { pthread_mutex_unlock(&s->cmu); free(m); return; }
+            free(s->outq[0]);
+            memmove(s->outq, s->outq + 1, (s->n_out - 1) * sizeof *s->outq);
+            s->n_out--;
+            s->out_dropped++;
+        } else {
+            s->outq = q;
+            s->cap_out = nc;
+        }
+    }
+    s->outq[s->n_out++] = m;
+    pthread_mutex_unlock(&s->cmu);
+    ssize_t w = write(s->wake[1], "n", 1);
+    (void)w; /* a full pipe already means "wake up" */
+}
+
+static void pg_set_notice_handler(store *st, store_notice_fn fn, void *user)
+{
+    pgstore *s = impl(st);
+    pthread_mutex_lock(&s->hmu);
+    s->handler = fn;
+    s->handler_user = user;
+    pthread_mutex_unlock(&s->hmu);
+}
+
+static void coord_set_leader(pgstore *s, int l, const char *why)
+{
+    pthread_mutex_lock(&s->cmu);
+    int was = s->leader;
+    s->leader = l;
+    pthread_mutex_unlock(&s->cmu);
+    if (was != l) log_info("store.leader", "driver=postgres role=%s reason=\"%s\"", l ? "leader" : "follower", why);
+}
+
+static void coord_lost(pgstore *s, const char *why)
+{
+    char msg[384];
+    snprintf(msg, sizeof msg, "%s", why);
+    clean_msg(msg);
+    coord_set_leader(s, 0, "coordination connection lost");
+    log_warn("store.coord_lost", "driver=postgres error=\"%s\"", msg);
+    PQfinish(s->cc);
+    s->cc = NULL;
+}
+
+static PGconn *coord_connect(pgstore *s, char *err, size_t errlen)
+{
+    /* Keepalives: a server that vanished without closing the socket is noticed within about
+     * ten seconds, and the lease is given up. */
+    const char *keys[] = {"connect_timeout", "application_name", "keepalives_idle",
+                          "keepalives_interval", "keepalives_count", "dbname", NULL};
+    const char *vals[] = {"5", "ops-manager-coord", "5", "2", "3", s->dsn, NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (!c || PQstatus(c) != CONNECTION_OK) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "%s", c ? PQerrorMessage(c) : "out of memory");
+        clean_msg(msg);
+        snprintf(err, errlen, "cannot connect to PostgreSQL: %s", msg);
+        PQfinish(c);
+        return NULL;
+    }
+    PQsetNoticeProcessor(c, notice_quiet, NULL);
+    if (simple(c, "LISTEN " NOTICE_CHANNEL, "listen", err, errlen) != 0) {
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+static int coord_stopping(pgstore *s)
+{
+    pthread_mutex_lock(&s->cmu);
+    int st = s->coord_stop;
+    pthread_mutex_unlock(&s->cmu);
+    return st;
+}
+
+/* Waits up to ms for the socket (or -1: none), or the wake pipe. 1 if the socket is readable. */
+static int coord_wait(pgstore *s, int sock, int ms)
+{
+    struct pollfd p[2] = {{.fd = s->wake[0], .events = POLLIN}, {.fd = sock, .events = POLLIN}};
+    int n = poll(p, sock >= 0 ? 2 : 1, ms);
+    if (n > 0 && (p[0].revents & POLLIN)) {
+        char buf[256];
+        while (read(s->wake[0], buf, sizeof buf) > 0) {}
+    }
+    return n > 0 && sock >= 0 && (p[1].revents & (POLLIN | POLLERR | POLLHUP));
+}
+
+static void coord_deliver(pgstore *s)
+{
+    PGnotify *n;
+    size_t olen = strlen(s->origin);
+    while ((n = PQnotifies(s->cc))) {
+        if (strncmp(n->extra, s->origin, olen) != 0) { /* not one of ours */
+            const char *json = strchr(n->extra, ' ');
+            pthread_mutex_lock(&s->hmu);
+            if (json && s->handler) s->handler(s->handler_user, json + 1);
+            pthread_mutex_unlock(&s->hmu);
+        }
+        PQfreemem(n);
+    }
+}
+
+static void *coord_main(void *arg)
+{
+    pgstore *s = arg;
+    int backoff = BACKOFF_MIN_MS;
+    int64_t next_try = 0;
+    uint64_t dropped_logged = 0;
+    char err[384];
+    while (!coord_stopping(s)) {
+        if (!s->cc) {
+            if (!(s->cc = coord_connect(s, err, sizeof err))) {
+                log_debug("store.coord_connect_failed", "driver=postgres error=\"%s\"", err);
+                coord_wait(s, -1, backoff);
+                backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+                continue;
+            }
+            backoff = BACKOFF_MIN_MS;
+            next_try = 0;
+        }
+        int64_t now = mono_ms();
+        if (now >= next_try) {
+            /* Followers ask for the lease every tick; the leader checks the session is alive. */
+            int lead = pg_is_leader(&s->base);
+            char sql[96];
+            if (lead) snprintf(sql, sizeof sql, "SELECT true");
+            else snprintf(sql, sizeof sql, "SELECT pg_try_advisory_lock(%lld)", (long long)LEADER_LOCK_KEY);
+            PGresult *r = PQexec(s->cc, sql);
+            if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+                pg_fail(s->cc, r, "leader lease", err, sizeof err);
+                PQclear(r);
+                coord_lost(s, err);
+                continue;
+            }
+            if (!lead && PQgetvalue(r, 0, 0)[0] == 't') coord_set_leader(s, 1, "lease acquired");
+            PQclear(r);
+            next_try = now + COORD_TICK_MS;
+            coord_deliver(s); /* a query reads notices that arrived meanwhile */
+        }
+        /* Send what was queued, one at a time so the lock is not held across a round trip. */
+        for (;;) {
+            pthread_mutex_lock(&s->cmu);
+            char *m = NULL;
+            if (s->n_out) {
+                m = s->outq[0];
+                memmove(s->outq, s->outq + 1, (s->n_out - 1) * sizeof *s->outq);
+                s->n_out--;
+            }
+            uint64_t dropped = s->out_dropped;
+            pthread_mutex_unlock(&s->cmu);
+            if (dropped != dropped_logged) {
+                log_warn("store.notices_dropped", "driver=postgres total=%llu", (unsigned long long)dropped);
+                dropped_logged = dropped;
+            }
+            if (!m) break;
+            const char *p[1] = {m};
+            PGresult *r = PQexecParams(s->cc, "SELECT pg_notify('" NOTICE_CHANNEL "', $1)", 1, NULL, p, NULL, NULL, 0);
+            free(m);
+            if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+                int rc = pg_fail(s->cc, r, "send notice", err, sizeof err);
+                PQclear(r);
+                if (rc == STORE_UNAVAILABLE) { coord_lost(s, err); break; }
+                log_warn("store.notice_failed", "driver=postgres error=\"%s\"", err);
+                continue;
+            }
+            PQclear(r);
+        }
+        if (!s->cc) continue;
+        coord_deliver(s);
+        int64_t wait = next_try - mono_ms();
+        if (coord_wait(s, PQsocket(s->cc), wait < 0 ? 0 : (int)wait)) {
+            if (PQconsumeInput(s->cc) != 1) {
+                snprintf(err, sizeof err, "%s", PQerrorMessage(s->cc));
+                coord_lost(s, err);
+                continue;
+            }
+            coord_deliver(s);
+        }
+    }
+    if (s->cc) {
+        /* Closing the session gives the lease up at once. */
+        coord_set_leader(s, 0, "closing");
+        PQfinish(s->cc);
+        s->cc = NULL;
+    }
+    return NULL;
+}
+
 /* ---- open / close ------------------------------------------------------------------------- */
 
 static int migrate(PGconn *c, char *err, size_t errlen)
@@ -1817,6 +2331,20 @@ fail:
 static void pg_close(store *st)
 {
     pgstore *s = impl(st);
+    if (s->coord_started) {
+        pthread_mutex_lock(&s->cmu);
+        s->coord_stop = 1;
+        pthread_mutex_unlock(&s->cmu);
+        ssize_t w = write(s->wake[1], "q", 1);
+        (void)w;
+        pthread_join(s->coord_th, NULL);
+    }
+    for (size_t i = 0; i < s->n_out; i++) free(s->outq[i]);
+    free(s->outq);
+    if (s->wake[0] >= 0) close(s->wake[0]);
+    if (s->wake[1] >= 0) close(s->wake[1]);
+    pthread_mutex_destroy(&s->cmu);
+    pthread_mutex_destroy(&s->hmu);
     pthread_mutex_lock(&s->mu);
     s->stopping = 1;
     pthread_cond_broadcast(&s->work_cv);
@@ -1850,6 +2378,20 @@ store *store_pg_open(const store_config *cfg, char *err, size_t errlen)
     pthread_cond_init(&s->work_cv, NULL);
     pthread_mutex_init(&s->rmu, NULL);
     pthread_cond_init(&s->rcv, NULL);
+    pthread_mutex_init(&s->cmu, NULL);
+    pthread_mutex_init(&s->hmu, NULL);
+    s->wake[0] = s->wake[1] = -1;
+    if (pipe2(s->wake, O_CLOEXEC | O_NONBLOCK) != 0) {
+        snprintf(err, errlen, "cannot create a pipe: %s", strerror(errno));
+        goto fail;
+    }
+    {
+        /* Random enough to tell this process's notices from another's. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t x = hash_bytes((const char *)&ts, sizeof ts) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)s;
+        snprintf(s->origin, sizeof s->origin, "%016llx ", (unsigned long long)x);
+    }
     s->dsn = strdup(cfg->dsn);
     if (!s->dsn) { snprintf(err, errlen, "out of memory"); goto fail; }
     for (int i = 0; i < WRITERS; i++) s->wr[i] = (writer){.s = s, .idx = i};
@@ -1879,6 +2421,12 @@ store *store_pg_open(const store_config *cfg, char *err, size_t errlen)
         }
         s->wr[i].started = 1;
     }
+    int perr = pthread_create(&s->coord_th, NULL, coord_main, s);
+    if (perr != 0) {
+        snprintf(err, errlen, "cannot start the store's coordination thread: %s", strerror(perr));
+        goto fail;
+    }
+    s->coord_started = 1;
     return &s->base;
 fail:
     pg_close(&s->base);
@@ -1906,4 +2454,12 @@ static const store_driver pg_driver = {
     .add_audit = pg_add_audit,
     .list_audit = pg_list_audit,
     .list_metric_types = pg_list_metric_types,
+    .add_updates = pg_add_updates,
+    .set_update_result = pg_set_update_result,
+    .compact_updates = pg_compact_updates,
+    .list_updates_after = pg_list_updates_after,
+    .list_updates = pg_list_updates,
+    .is_leader = pg_is_leader,
+    .notify = pg_notify_send,
+    .set_notice_handler = pg_set_notice_handler,
 };

@@ -133,7 +133,7 @@ static const char *const writer_sql[ST_COUNT] = {
         " VALUES (?1, 'unknown', 'unknown', 'unknown', 'unknown', '{}', 'unknown', 'unknown',"
         " '', 'online', ?2, ?2, ?2) ON CONFLICT (node_id) DO NOTHING",
     [ST_NODE_TOUCH] =
-        "UPDATE nodes SET last_seen = max(last_seen, ?2), status = ?3, updated_at = ?4"
+        "UPDATE nodes SET last_seen = max(last_seen, ?2), status = coalesce(?3, status), updated_at = ?4"
         " WHERE node_id = ?1",
     [ST_EVENT_ADD] = "INSERT INTO node_events (node_id, event, at) VALUES (?1, ?2, ?3)",
     [ST_AGENT_UPSERT] =
@@ -596,7 +596,8 @@ static int w_touch(sqlstore *s, void *arg, char *err, size_t errlen)
     for (size_t i = 0; i < a->n; i++) {
         bind_str(st, 1, a->t[i].node_id);
         sqlite3_bind_int64(st, 2, a->t[i].last_seen);
-        bind_str(st, 3, store_node_status_name(a->t[i].status));
+        if (a->t[i].status == STORE_NODE_ANY) sqlite3_bind_null(st, 3);
+        else bind_str(st, 3, store_node_status_name(a->t[i].status));
         sqlite3_bind_int64(st, 4, now);
         if (st_run(s, ST_NODE_TOUCH, "update node liveness", err, errlen) < 0) return -1;
     }

@@ -56,6 +56,7 @@ struct upd {
     nodeauth *auth;
     abuse *abuse;
     int64_t retention_s, wake_ms;
+    int64_t poll_ms; /* 0: only a wake re-reads the store (one process owns the database) */
     pthread_mutex_t mu;
     pthread_mutex_t pub_mu; /* one publish at a time: ring entries in id order */
     notifier *buckets[NBUCKETS];
@@ -222,6 +223,17 @@ int upd_publish(upd *u, const upd_event_in *ev, const char *const *node_ids, siz
     return rc == 0 ? UPD_OK : UPD_ERROR;
 }
 
+void upd_wake(upd *u, const char *node_id)
+{
+    pthread_mutex_lock(&u->mu);
+    notifier *nt = find(u, node_id, NULL);
+    if (nt) {
+        nt->seq++;
+        pthread_cond_broadcast(&nt->cv);
+    }
+    pthread_mutex_unlock(&u->mu);
+}
+
 int upd_compact(upd *u, int64_t now, uint64_t *deleted, char *err, size_t errlen)
 {
     return store_compact_updates(u->st, now - u->retention_s, deleted, err, errlen);
@@ -362,7 +374,9 @@ static int subscribe(rpc_ctx *c, const void *reqv, void *user)
 
         size_t n_take = 0;
         pthread_mutex_lock(&u->mu);
-        while (nt->seq == seen && nt->gen == gen && !rpc_ctx_cancelled(c)) {
+        int64_t waited = 0; /* replicas: re-read now and then, in case a notice was lost */
+        while (nt->seq == seen && nt->gen == gen && !rpc_ctx_cancelled(c) && (!u->poll_ms || waited < u->poll_ms)) {
+            waited += u->wake_ms;
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
             int64_t ns = ts.tv_nsec + (u->wake_ms % 1000) * 1000000L;
@@ -370,7 +384,9 @@ static int subscribe(rpc_ctx *c, const void *reqv, void *user)
             ts.tv_nsec = ns % 1000000000L;
             pthread_cond_timedwait(&nt->cv, &u->mu, &ts);
         }
-        if (nt->seq - seen > UPD_RING) {
+        if (nt->seq == seen && u->poll_ms && waited >= u->poll_ms) {
+            from_store = 1; /* replicas: a notice may have been lost; the table has everything */
+        } else if (nt->seq - seen > UPD_RING) {
             from_store = 1;
         } else {
             for (uint64_t q = seen + 1; q <= nt->seq && !from_store; q++) {
@@ -587,6 +603,7 @@ upd *upd_new(const upd_opts *o, char *err, size_t errlen)
     u->abuse = o->abuse;
     u->retention_s = o->retention_s > 0 ? o->retention_s : 7 * 24 * 3600;
     u->wake_ms = o->wake_ms > 0 ? o->wake_ms : 500;
+    u->poll_ms = store_is_shared(u->st) ? 5000 : 0;
     pthread_mutex_init(&u->mu, NULL);
     pthread_mutex_init(&u->pub_mu, NULL);
     pthread_cond_init(&u->result_cv, NULL);

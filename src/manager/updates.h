@@ -63,6 +63,9 @@ void upd_free(upd *u);
  * event ids. UPD_OK; UPD_INVALID with err naming the field; UPD_ERROR (store) with err. */
 int upd_publish(upd *u, const upd_event_in *ev, const char *const *node_ids, size_t n,
                 uint64_t *ids_out, char *err, size_t errlen);
+/* Another replica stored events for node_id: its stream here (if any) re-reads the store. When
+ * the store is shared, streams also re-read it every 5 s, so a lost notice only delays. */
+void upd_wake(upd *u, const char *node_id);
 /* Retention: deletes events that replay would skip (older than the window and superseded, or
  * old commands). Call it now and then (the manager's idle tick). */
 int upd_compact(upd *u, int64_t now, uint64_t *deleted, char *err, size_t errlen);

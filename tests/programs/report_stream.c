@@ -1,8 +1,9 @@
 /* report_stream: sends ReportMetrics for one node as fast as THREADS threads can, each report a
  * new timestamp of type "load", and prints every acknowledged (success=true) timestamp on its
  * own line, flushed, until SECONDS pass or the manager goes away. For the kill -9 test: every
- * line printed is a point the manager promised to keep.
- *   report_stream TARGET NODE_ID FIRST_TS SECONDS [THREADS] */
+ * line printed is a point the manager promised to keep. With "keep", an unavailable manager does
+ * not end the stream (for failover tests: the next call may reach another replica).
+ *   report_stream TARGET NODE_ID FIRST_TS SECONDS [THREADS [keep]] */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -19,6 +20,7 @@ static const char *node;
 static atomic_long next_ts;
 static time_t until;
 static pthread_mutex_t out_mu = PTHREAD_MUTEX_INITIALIZER;
+static int keep_going;
 
 static void *run(void *arg)
 {
@@ -50,7 +52,8 @@ static void *run(void *arg)
             pthread_mutex_unlock(&out_mu);
         }
         if (m) protobuf_c_message_free_unpacked(m, NULL);
-        if (res.code == RPC_UNAVAILABLE) break; /* the manager is gone */
+        if (res.code == RPC_UNAVAILABLE && !keep_going) break; /* the manager is gone */
+        if (res.code == RPC_UNAVAILABLE) nanosleep(&(struct timespec){0, 50000000L}, NULL);
     }
     return NULL;
 }
@@ -69,6 +72,7 @@ int main(int argc, char **argv)
     atomic_store(&next_ts, atol(argv[3]));
     until = time(NULL) + atoi(argv[4]);
     int n = argc > 5 ? atoi(argv[5]) : 8;
+    keep_going = argc > 6 && !strcmp(argv[6], "keep");
     pthread_t th[64];
     if (n < 1 || n > 64) n = 8;
     for (int i = 0; i < n; i++) pthread_create(&th[i], NULL, run, NULL);
