@@ -222,7 +222,19 @@ static int fx_teardown(void **state)
     if (F.daemon > 0) {
         kill(F.daemon, SIGTERM);
         int st;
-        waitpid(F.daemon, &st, 0);
+        /* Known issue (open): the daemon sometimes hangs or asserts in its exit path after this
+         * scenario; the checks above are what this test is about, so teardown does not wait
+         * for ever but says so. */
+        int waited_ms = 0;
+        while (waitpid(F.daemon, &st, WNOHANG) == 0 && waited_ms < 20000) {
+            usleep(50000);
+            waited_ms += 50;
+        }
+        if (waited_ms >= 20000) {
+            fprintf(stderr, "warning: ops-daemon pid %d did not exit 20 s after SIGTERM; killed\n", (int)F.daemon);
+            kill(F.daemon, SIGKILL);
+            waitpid(F.daemon, &st, 0);
+        }
     }
     if (F.svc) mgr_stop();
     upd_free(F.u);
