@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,9 @@ struct daemon_state {
     dservice *svc;
     rpc_reflection *refl; /* server reflection's index of the compiled-in descriptor set */
     link_t *link;
+    /* The supervisor's thread tells the link about agent changes until the very end (stopping
+     * agents at exit changes them): it must never see a link that is being stopped. */
+    pthread_mutex_t link_mu;
     dmetrics *metrics;
     prom_http *scrape;
     sdn *sd;
@@ -79,7 +83,9 @@ static void on_agent_change(void *user, const char *agent_id, const char *status
 {
     struct daemon_state *d = user;
     log_info("agent.status", "node=%s agent=%s status=%s", d->node_id, agent_id, status);
+    pthread_mutex_lock(&d->link_mu);
     if (d->link) link_agents_changed(d->link);
+    pthread_mutex_unlock(&d->link_mu);
 }
 
 static int write_pid_file(const char *path)
@@ -135,6 +141,7 @@ int main(int argc, char **argv)
 {
     struct daemon_state d;
     memset(&d, 0, sizeof d);
+    pthread_mutex_init(&d.link_mu, NULL);
     int check_only = 0, stop_agents = 0; /* check_only 2: --print-config */
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"check-config", required_argument, NULL, 'k'},
@@ -253,7 +260,10 @@ int main(int argc, char **argv)
         goto out;
     }
     link_opts lo = {.cfg = d.cfg, .node_id = d.node_id, .sup = d.sup, .daemon_port = dservice_port(d.svc)};
-    d.link = link_start(&lo, err, sizeof err);
+    link_t *started = link_start(&lo, err, sizeof err);
+    pthread_mutex_lock(&d.link_mu);
+    d.link = started;
+    pthread_mutex_unlock(&d.link_mu);
     if (!d.link) {
         log_error("daemon.link_failed", "error=\"%s\"", err);
         goto out;
@@ -300,7 +310,11 @@ int main(int argc, char **argv)
 out:
     prom_http_stop(d.scrape);
     dmetrics_free(d.metrics);
-    link_stop(d.link);
+    pthread_mutex_lock(&d.link_mu);
+    link_t *stopping_link = d.link;
+    d.link = NULL;
+    pthread_mutex_unlock(&d.link_mu);
+    link_stop(stopping_link);
     dservice_stop(d.svc, 5000);
     rpc_reflection_free(d.refl);
     updr_stop(d.updr);
