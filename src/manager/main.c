@@ -317,8 +317,9 @@ int main(int argc, char **argv)
                                   .max_labels = (size_t)cfg->limits.max_labels,
                                   .max_string = (size_t)cfg->limits.max_string_bytes,
                                   .max_agents = (size_t)cfg->limits.max_agents_per_sync};
-    /* every update stream holds a server thread: room for them and the slow calls */
-    mo.max_streams = (int)cfg->limits.max_update_streams + 1024;
+    /* threads for WatchEvents streams and slow calls (update streams hold none) */
+    mo.max_streams = 4096;
+    mo.max_streams_per_conn = (int)cfg->limits.max_streams_per_connection;
     upd_opts uo = {.store = st, .auth = nauth, .abuse = ab, .max_streams = (int)cfg->limits.max_update_streams};
     updates = upd_new(&uo, err, sizeof err);
     if (!updates) {

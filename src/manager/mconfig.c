@@ -171,6 +171,7 @@ struct raw_node_auth {
 struct raw_limits {
     char *max_metrics_per_report, *max_values_per_metric, *max_labels, *max_string_bytes;
     char *max_agents_per_sync, *max_update_streams, *register_per_minute, *register_burst;
+    char *max_streams_per_connection;
     char *refusal_log_interval;
 };
 
@@ -201,6 +202,7 @@ static const cyaml_schema_field_t limits_fields[] = {
     STR("max_string_bytes", struct raw_limits, max_string_bytes),
     STR("max_agents_per_sync", struct raw_limits, max_agents_per_sync),
     STR("max_update_streams", struct raw_limits, max_update_streams),
+    STR("max_streams_per_connection", struct raw_limits, max_streams_per_connection),
     STR("register_per_minute", struct raw_limits, register_per_minute),
     STR("register_burst", struct raw_limits, register_burst),
     STR("refusal_log_interval", struct raw_limits, refusal_log_interval),
@@ -445,7 +447,8 @@ static void security_sections(checker *ck, const struct raw_node_auth *na,
     count(ck, "limits.max_labels", l->max_labels, 64, 10000, &m->max_labels);
     count(ck, "limits.max_string_bytes", l->max_string_bytes, 256, 65536, &m->max_string_bytes);
     count(ck, "limits.max_agents_per_sync", l->max_agents_per_sync, 1000, 1000000, &m->max_agents_per_sync);
-    count(ck, "limits.max_update_streams", l->max_update_streams, 10000, 1000000, &m->max_update_streams);
+    count(ck, "limits.max_update_streams", l->max_update_streams, 50000, 1000000, &m->max_update_streams);
+    count(ck, "limits.max_streams_per_connection", l->max_streams_per_connection, 1000, 1000000, &m->max_streams_per_connection);
     count(ck, "limits.register_per_minute", l->register_per_minute, 60, 6000000, &m->register_per_minute);
     count(ck, "limits.register_burst", l->register_burst, 20, 1000000, &m->register_burst);
     duration(ck, "limits.refusal_log_interval", l->refusal_log_interval, 60000, 1, &m->refusal_log_interval_ms);
@@ -481,10 +484,10 @@ static void security_dump(FILE *f, const mconfig *c)
     const mconfig_limits *m = &c->limits;
     char b[32];
     fprintf(f, "limits:\n  max_metrics_per_report: %lld\n  max_values_per_metric: %lld\n  max_labels: %lld\n"
-               "  max_string_bytes: %lld\n  max_agents_per_sync: %lld\n  max_update_streams: %lld\n"
+               "  max_string_bytes: %lld\n  max_agents_per_sync: %lld\n  max_update_streams: %lld\n  max_streams_per_connection: %lld\n"
                "  register_per_minute: %lld\n  register_burst: %lld\n  refusal_log_interval: %s\n",
             (long long)m->max_metrics_per_report, (long long)m->max_values_per_metric, (long long)m->max_labels,
-            (long long)m->max_string_bytes, (long long)m->max_agents_per_sync, (long long)m->max_update_streams,
+            (long long)m->max_string_bytes, (long long)m->max_agents_per_sync, (long long)m->max_update_streams, (long long)m->max_streams_per_connection,
             (long long)m->register_per_minute, (long long)m->register_burst, dur(m->refusal_log_interval_ms, b, sizeof b));
 }
 

@@ -93,7 +93,8 @@ typedef struct mconfig_limits {
     int64_t max_labels;              /* labels of one node; default 64 */
     int64_t max_string_bytes;        /* node_id, metric types and keys, label keys and values; default 256 */
     int64_t max_agents_per_sync;     /* AgentStates in one SyncAgentStates; default 1000 */
-    int64_t max_update_streams;      /* concurrent SubscribeUpdates streams; default 10000 */
+    int64_t max_update_streams;      /* concurrent SubscribeUpdates streams; default 50000 */
+    int64_t max_streams_per_connection; /* streams open at once on one client connection; default 1000 */
     int64_t register_per_minute;     /* RegisterNode calls per peer address per minute; default 60 */
     int64_t register_burst;          /* RegisterNode calls a peer may make at once; default 20 */
     int64_t refusal_log_interval_ms; /* one refusal line per peer and kind per interval; default 1m */

@@ -430,6 +430,7 @@ mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen)
     so.settings = o->settings;
     so.quiet_access_log = o->quiet_access_log;
     so.max_streams = o->max_streams > 0 ? o->max_streams : 4096;
+    so.max_streams_per_conn = o->max_streams_per_conn;
     if (o->metrics) {
         so.observe = mmetrics_observe_rpc;
         so.observe_user = o->metrics;

@@ -56,6 +56,7 @@ typedef struct mservice_opts {
     abuse *abuse;                 /* NULL: no RegisterNode rate limit, every refusal logged */
     mservice_limits limits;
     int max_streams;              /* streaming and slow handler threads; 0 = 4096 */
+    int max_streams_per_conn;     /* streams open at once on one client connection; 0 = 1000 */
 } mservice_opts;
 
 mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen);

@@ -1,19 +1,24 @@
-/* updates: publish, the SubscribeUpdates stream and ReportEventResult. Streams wait on a
- * condition variable of their node's notifier (a small struct that exists while a stream of that
- * node does), woken by upd_publish; the timed wait only lets them notice a client that went
- * away or a server that stops.
+/* updates: publish, the SubscribeUpdates stream and ReportEventResult.
  *
- * Fan-out without the store: a publish also puts the event (one shared, reference-counted copy
- * for all its nodes) into a small ring of each subscribed node's notifier, so that 10,000
- * streams woken at once send from memory instead of running 10,000 queries. A stream reads the
- * store only to replay (at subscription) or when it fell more than UPD_RING events behind.
- * Publishes are serialised (pub_mu) so that ring entries go in id order: a stream that has
- * sent id N may skip any ring entry <= N without losing one. */
+ * A stream holds no thread. The handler (on an rpc worker) files a subscription in the node
+ * table and returns RPC_PENDING; from then on messages are pushed onto the call's send queue
+ * (rpc_ctx_push) by whoever has something for it:
+ * - upd_publish, for a subscription that is live: it stores the events first, then pushes to
+ *   each target's stream straight from memory, so one event to 10,000 streams is 10,000 small
+ *   encodes on the publishing thread and no store read.
+ * - the replay thread, for a subscription that is replaying: it reads the store after the
+ *   stream's last sent id in batches, pushes them, and turns the subscription live when the
+ *   store has nothing newer. A publish meanwhile only marks it dirty (read again). A live
+ *   stream whose client reads too slowly (UPD_MAX_QUEUED waiting) goes back to replaying, so
+ *   memory per stream stays bounded: the store keeps what it has not sent.
+ * Publishes are serialised (pub_mu) so that pushes go in id order; a subscription skips ids it
+ * has already sent (after), so a replay and a publish that overlap never repeat an event.
+ * When the store is shared with other managers (replicas), every live subscription is
+ * replayed every poll_ms as well, in case a notice from another manager was lost. */
 #include "manager/updates.h"
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,30 +30,28 @@
 
 #define NBUCKETS 4096
 #define REPLAY_BATCH 100
-#define UPD_RING 16
+#define UPD_MAX_QUEUED 64   /* live events waiting on one stream before it falls back to the store */
+#define REPLAY_RESUME 16    /* a replaying stream gets its next batch when fewer wait than this */
+#define REPLAY_DELAY_MS 20  /* ... checked this often */
 
-/* One published event as every target node's stream sends it (node_id and event_id apart). */
-typedef struct pubev {
-    atomic_int refs;
-    store_update u; /* node_id NULL, id 0: filled per node when sent */
-} pubev;
+enum sub_state { SUB_REPLAY, SUB_LIVE };
 
-typedef struct ring_item {
-    uint64_t seq;   /* the notifier's seq when it went in */
-    uint64_t id;    /* the event id for this node */
-    pubev *ev;      /* a reference */
-} ring_item;
-
-/* One node's notifier: shared by its current stream and any older one still winding down. */
-typedef struct notifier {
+/* One SubscribeUpdates stream. All fields under upd.mu. */
+typedef struct sub {
+    int refs;             /* the rpc call's (until its on_end) and the replay queue's */
+    struct upd *u;
+    rpc_ctx *ctx;
     char *node_id;
-    uint64_t seq;       /* bumped by every publish to this node */
-    uint64_t gen;       /* bumped by every new subscription: older streams end */
-    int refs;           /* streams using it */
-    ring_item ring[UPD_RING]; /* the last events published to this node, by seq % UPD_RING */
-    pthread_cond_t cv;
-    struct notifier *next;
-} notifier;
+    uint64_t after;       /* the last event id pushed */
+    uint64_t first;       /* the request's last_event_id, for the log */
+    enum sub_state state;
+    int dirty;            /* published or woken while replaying: read the store again */
+    int queued;           /* in the replay queue */
+    int done;             /* completed: out of the table, pushes no more */
+    int64_t not_before_ms; /* replay waits for the client to drain its queue */
+    struct sub *next;     /* hash chain: the node's current subscription */
+    struct sub *qnext;    /* replay queue */
+} sub;
 
 struct upd {
     store *st;
@@ -58,9 +61,13 @@ struct upd {
     int64_t retention_s, wake_ms;
     int64_t poll_ms; /* 0: only a wake re-reads the store (one process owns the database) */
     pthread_mutex_t mu;
-    pthread_mutex_t pub_mu; /* one publish at a time: ring entries in id order */
-    notifier *buckets[NBUCKETS];
+    pthread_mutex_t pub_mu; /* one publish at a time: pushes in id order */
+    sub *buckets[NBUCKETS];
     size_t streams;
+    sub *q_head, *q_tail;   /* replay queue */
+    pthread_cond_t q_cv;
+    pthread_t replayer;
+    int replayer_started, stop;
     uint64_t results;   /* bumped by every stored ReportEventResult */
     pthread_cond_t result_cv;
     rpc_method methods[3];
@@ -74,12 +81,19 @@ static uint32_t hash_str(const char *s)
 }
 
 /* Caller holds mu. */
-static notifier *find(upd *u, const char *node_id, notifier ***slot)
+static sub *find(upd *u, const char *node_id, sub ***slot)
 {
-    notifier **p = &u->buckets[hash_str(node_id) % NBUCKETS];
+    sub **p = &u->buckets[hash_str(node_id) % NBUCKETS];
     while (*p && strcmp((*p)->node_id, node_id) != 0) p = &(*p)->next;
     if (slot) *slot = p;
     return *p;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int is_hex64(const char *s)
@@ -124,58 +138,76 @@ static int validate(const upd_event_in *ev, char *err, size_t errlen)
     return -1;
 }
 
-static void pubev_unref(pubev *e)
+/* An UpdateEvent pointing into s (nothing copied: it is encoded at once by rpc_ctx_push). */
+static void fill_event(const store_update *s, Manager__UpdateEvent *e)
 {
-    if (!e || atomic_fetch_sub(&e->refs, 1) != 1) return;
-    store_update *x = &e->u;
-    free(x->kind);
-    free(x->component);
-    free(x->agent_id);
-    free(x->version);
-    free(x->download_url);
-    free(x->hash_sha256);
-    free(x->operation);
-    free(x->signature);
-    free(x->payload);
-    free(x->outcome);
-    free(x->message);
-    free(e);
+    manager__update_event__init(e);
+    e->event_type = s->kind ? s->kind : "";
+    e->component = s->component ? s->component : "";
+    e->version = s->version ? s->version : "";
+    e->download_url = s->download_url ? s->download_url : "";
+    e->hash_sha256 = s->hash_sha256 ? s->hash_sha256 : "";
+    e->signature.data = s->signature;
+    e->signature.len = s->signature_len;
+    e->event_id = s->id;
+    e->created_at = s->created_at;
+    e->agent_id = s->agent_id ? s->agent_id : "";
+    e->payload.data = s->payload;
+    e->payload.len = s->payload_len;
+    e->operation = s->operation ? s->operation : "";
+    e->node_id = s->node_id ? s->node_id : "";
 }
 
-static char *dup0(const char *s) { return strdup(s ? s : ""); }
-
-/* NULL when out of memory (the streams then read the store). */
-static pubev *pubev_new(const store_update_in *in)
+/* Caller holds mu. */
+static void sub_unref(sub *x)
 {
-    pubev *e = calloc(1, sizeof *e);
-    if (!e) return NULL;
-    atomic_init(&e->refs, 1);
-    store_update *x = &e->u;
-    x->kind = dup0(in->kind);
-    x->component = dup0(in->component);
-    x->agent_id = dup0(in->agent_id);
-    x->version = dup0(in->version);
-    x->download_url = dup0(in->download_url);
-    x->hash_sha256 = dup0(in->hash_sha256);
-    x->operation = dup0(in->operation);
-    x->outcome = dup0("");
-    x->message = dup0("");
-    x->created_at = in->created_at;
-    int bad = !x->kind || !x->component || !x->agent_id || !x->version || !x->download_url || !x->hash_sha256 ||
-              !x->operation || !x->outcome || !x->message;
-    if (in->signature_len && (x->signature = malloc(in->signature_len))) {
-        memcpy(x->signature, in->signature, in->signature_len);
-        x->signature_len = in->signature_len;
+    if (--x->refs > 0) return;
+    free(x->node_id);
+    free(x);
+}
+
+/* Caller holds mu: puts x in the replay queue (once) and wakes the replay thread. */
+static void enqueue(upd *u, sub *x, int64_t not_before_ms)
+{
+    x->state = SUB_REPLAY;
+    if (x->queued || x->done) return;
+    x->queued = 1;
+    x->refs++;
+    x->not_before_ms = not_before_ms;
+    x->qnext = NULL;
+    if (u->q_tail) u->q_tail->qnext = x;
+    else u->q_head = x;
+    u->q_tail = x;
+    pthread_cond_signal(&u->q_cv);
+}
+
+/* Caller holds mu: ends x's stream with code (its message set by the caller) and takes it out of
+ * the table; the rpc layer's on_end drops the last reference later. */
+static void sub_finish(upd *u, sub *x, int code)
+{
+    if (x->done) return;
+    x->done = 1;
+    sub **slot;
+    if (find(u, x->node_id, &slot) == x) *slot = x->next;
+    u->streams--;
+    rpc_ctx_complete(x->ctx, code);
+}
+
+/* Caller holds mu: pushes one event to a live subscription; falls back to replaying when the
+ * client does not keep up (or the event could not be copied: the store has it). */
+static void push_live(upd *u, sub *x, const store_update *ev)
+{
+    if (x->done || ev->id <= x->after) return;
+    if (x->state != SUB_LIVE) {
+        x->dirty = 1;
+        return;
     }
-    if (in->payload_len && (x->payload = malloc(in->payload_len))) {
-        memcpy(x->payload, in->payload, in->payload_len);
-        x->payload_len = in->payload_len;
-    }
-    if (bad || x->signature_len != in->signature_len || x->payload_len != in->payload_len) {
-        pubev_unref(e);
-        return NULL;
-    }
-    return e;
+    Manager__UpdateEvent m;
+    fill_event(ev, &m);
+    int waiting = rpc_ctx_push(x->ctx, &m.base);
+    if (waiting < 0) return; /* the stream is over: on_end follows */
+    x->after = ev->id;
+    if (waiting + 1 >= UPD_MAX_QUEUED) enqueue(u, x, mono_ms() + REPLAY_DELAY_MS);
 }
 
 int upd_publish(upd *u, const upd_event_in *ev, const char *const *node_ids, size_t n,
@@ -193,27 +225,27 @@ int upd_publish(upd *u, const upd_event_in *ev, const char *const *node_ids, siz
     };
     uint64_t *ids = ids_out ? ids_out : calloc(n, sizeof *ids);
     if (!ids) { snprintf(err, errlen, "out of memory"); return UPD_ERROR; }
-    pubev *pe = pubev_new(&in);
+    /* The pushed copy: the store's row for each node, built from what was stored. */
+    store_update ev_out = {
+        .kind = (char *)in.kind, .component = (char *)in.component, .agent_id = (char *)in.agent_id,
+        .version = (char *)in.version, .download_url = (char *)in.download_url, .hash_sha256 = (char *)in.hash_sha256,
+        .operation = (char *)in.operation, .signature = (uint8_t *)in.signature, .signature_len = in.signature_len,
+        .payload = (uint8_t *)in.payload, .payload_len = in.payload_len, .created_at = in.created_at,
+    };
     pthread_mutex_lock(&u->pub_mu);
     int rc = store_add_updates(u->st, &in, node_ids, n, ids, err, errlen);
     if (rc == 0) {
         pthread_mutex_lock(&u->mu);
         for (size_t i = 0; i < n; i++) {
-            notifier *nt = find(u, node_ids[i], NULL);
-            if (!nt) continue;
-            nt->seq++;
-            ring_item *it = &nt->ring[nt->seq % UPD_RING];
-            pubev_unref(it->ev);
-            it->seq = nt->seq;
-            it->id = ids[i];
-            it->ev = pe;
-            if (pe) atomic_fetch_add(&pe->refs, 1);
-            pthread_cond_broadcast(&nt->cv);
+            sub *x = find(u, node_ids[i], NULL);
+            if (!x) continue;
+            ev_out.id = ids[i];
+            ev_out.node_id = (char *)node_ids[i];
+            push_live(u, x, &ev_out);
         }
         pthread_mutex_unlock(&u->mu);
     }
     pthread_mutex_unlock(&u->pub_mu);
-    pubev_unref(pe);
     if (rc == 0) {
         for (size_t i = 0; i < n; i++)
             log_info("update.published", "node=%s event_id=%llu kind=%s agent=%s", node_ids[i], (unsigned long long)ids[i], ev->kind,
@@ -226,10 +258,10 @@ int upd_publish(upd *u, const upd_event_in *ev, const char *const *node_ids, siz
 void upd_wake(upd *u, const char *node_id)
 {
     pthread_mutex_lock(&u->mu);
-    notifier *nt = find(u, node_id, NULL);
-    if (nt) {
-        nt->seq++;
-        pthread_cond_broadcast(&nt->cv);
+    sub *x = find(u, node_id, NULL);
+    if (x) {
+        x->dirty = 1;
+        enqueue(u, x, 0);
     }
     pthread_mutex_unlock(&u->mu);
 }
@@ -247,44 +279,104 @@ size_t upd_stream_count(upd *u)
     return n;
 }
 
-static void to_event(rpc_ctx *c, const store_update *s, Manager__UpdateEvent *e)
-{
-    manager__update_event__init(e);
-    e->event_type = rpc_ctx_strdup(c, s->kind);
-    e->component = rpc_ctx_strdup(c, s->component);
-    e->version = rpc_ctx_strdup(c, s->version);
-    e->download_url = rpc_ctx_strdup(c, s->download_url);
-    e->hash_sha256 = rpc_ctx_strdup(c, s->hash_sha256);
-    e->signature.data = s->signature;
-    e->signature.len = s->signature_len;
-    e->event_id = s->id;
-    e->created_at = s->created_at;
-    e->agent_id = rpc_ctx_strdup(c, s->agent_id);
-    e->payload.data = s->payload;
-    e->payload.len = s->payload_len;
-    e->operation = rpc_ctx_strdup(c, s->operation);
-    e->node_id = rpc_ctx_strdup(c, s->node_id);
-}
+/* ---- the replay thread ---------------------------------------------------------------------- */
 
-static void notifier_free(notifier *nt)
+/* One batch for x (popped from the queue, its queue reference held). Caller holds mu; it is
+ * released around the store read. */
+static void replay_one(upd *u, sub *x)
 {
-    for (size_t i = 0; i < UPD_RING; i++) pubev_unref(nt->ring[i].ev);
-    pthread_cond_destroy(&nt->cv);
-    free(nt->node_id);
-    free(nt);
-}
-
-/* Leaves the stream: the last one out frees the notifier. */
-static void release(upd *u, notifier *nt)
-{
-    pthread_mutex_lock(&u->mu);
-    u->streams--;
-    if (--nt->refs == 0) {
-        notifier **slot;
-        find(u, nt->node_id, &slot);
-        *slot = nt->next;
-        notifier_free(nt);
+    if (x->done) return;
+    int pending = rpc_ctx_pending(x->ctx);
+    if (pending < 0) return; /* over: on_end is on its way */
+    if (pending >= REPLAY_RESUME) { /* the client is still reading the last batch */
+        enqueue(u, x, mono_ms() + REPLAY_DELAY_MS);
+        return;
     }
+    uint64_t from = x->after;
+    x->dirty = 0;
+    char node_id[257];
+    snprintf(node_id, sizeof node_id, "%s", x->node_id);
+    pthread_mutex_unlock(&u->mu);
+    store_update_list l;
+    char err[512];
+    int rc = store_list_updates_after(u->st, node_id, from, (int64_t)time(NULL) - u->retention_s, REPLAY_BATCH, &l, err,
+                                      sizeof err);
+    pthread_mutex_lock(&u->mu);
+    if (rc != 0) {
+        char q[600];
+        log_error("update.replay_failed", "node=%s error=%s", node_id, log_quote(q, sizeof q, err));
+        if (!x->done) rpc_ctx_errorf(x->ctx, RPC_UNAVAILABLE, "reading events: %s", err);
+        sub_finish(u, x, RPC_UNAVAILABLE);
+        return;
+    }
+    int over = 0;
+    for (size_t i = 0; i < l.n && !x->done && !over; i++) {
+        if (l.items[i].id <= x->after) continue;
+        Manager__UpdateEvent m;
+        fill_event(&l.items[i], &m);
+        if (rpc_ctx_push(x->ctx, &m.base) < 0) over = 1;
+        else x->after = l.items[i].id;
+    }
+    size_t got = l.n;
+    pthread_mutex_unlock(&u->mu);
+    store_update_list_free(&l);
+    pthread_mutex_lock(&u->mu);
+    if (x->done || over) return;
+    if (got == REPLAY_BATCH || x->dirty) enqueue(u, x, got == REPLAY_BATCH ? mono_ms() + REPLAY_DELAY_MS : 0);
+    else x->state = SUB_LIVE; /* from now on publish pushes; nothing newer is in the store */
+}
+
+static void *replayer_main(void *arg)
+{
+    upd *u = arg;
+    int64_t next_poll = u->poll_ms ? mono_ms() + u->poll_ms : INT64_MAX;
+    pthread_mutex_lock(&u->mu);
+    while (!u->stop) {
+        int64_t now = mono_ms();
+        if (now >= next_poll) {
+            /* Replicas: a notice from another manager may have been lost; the table has it. */
+            for (size_t i = 0; i < NBUCKETS; i++)
+                for (sub *x = u->buckets[i]; x; x = x->next)
+                    if (x->state == SUB_LIVE) enqueue(u, x, 0);
+            next_poll = now + u->poll_ms;
+        }
+        sub *x = u->q_head;
+        if (x && x->not_before_ms <= now) {
+            u->q_head = x->qnext;
+            if (!u->q_head) u->q_tail = NULL;
+            x->queued = 0;
+            replay_one(u, x);
+            sub_unref(x);
+            continue;
+        }
+        int64_t until = next_poll;
+        if (x && x->not_before_ms < until) until = x->not_before_ms;
+        if (until == INT64_MAX) {
+            pthread_cond_wait(&u->q_cv, &u->mu);
+        } else {
+            /* the condition variable runs on CLOCK_MONOTONIC (upd_new) */
+            struct timespec ts = {.tv_sec = until / 1000, .tv_nsec = (until % 1000) * 1000000L};
+            pthread_cond_timedwait(&u->q_cv, &u->mu, &ts);
+        }
+    }
+    pthread_mutex_unlock(&u->mu);
+    return NULL;
+}
+
+/* ---- the stream ----------------------------------------------------------------------------- */
+
+/* The rpc layer is done with the call (client gone, server stopping, or our status sent). */
+static void on_end(rpc_ctx *c, void *user)
+{
+    sub *x = user;
+    upd *u = x->u;
+    pthread_mutex_lock(&u->mu);
+    int was_done = x->done;
+    sub_finish(u, x, RPC_OK); /* client gone or server stopping (the rpc layer says UNAVAILABLE) */
+    log_info("update.unsubscribed", "node=%s last_event_id=%llu last_sent=%llu reason=%s", x->node_id,
+             (unsigned long long)x->first, (unsigned long long)x->after,
+             was_done ? "ended" : rpc_ctx_cancelled(c) ? "gone" : "send_failed");
+    sub_unref(x);
     pthread_mutex_unlock(&u->mu);
 }
 
@@ -297,129 +389,45 @@ static int subscribe(rpc_ctx *c, const void *reqv, void *user)
     int arc = nodeauth_check(u->auth, c, req->node_id);
     if (arc != RPC_OK) return arc;
 
+    sub *x = calloc(1, sizeof *x);
+    if (!x || !(x->node_id = strdup(req->node_id))) {
+        free(x);
+        return rpc_ctx_errorf(c, RPC_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    x->u = u;
+    x->ctx = c;
+    x->after = x->first = req->last_event_id;
+    x->refs = 1; /* the call's, dropped by on_end */
     pthread_mutex_lock(&u->mu);
     if (u->streams >= (size_t)u->max_streams) {
         pthread_mutex_unlock(&u->mu);
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
+        free(x->node_id);
+        free(x);
         uint64_t held = 0;
         rpc_ctx_quiet_log(c);
-        if (!u->abuse || abuse_note(u->abuse, rpc_ctx_peer(c), "update_streams", (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, &held))
+        if (!u->abuse || abuse_note(u->abuse, rpc_ctx_peer(c), "update_streams", mono_ms(), &held))
             log_warn("update.stream_refused", "node=%s peer=%s limit=%d held=%llu reason=\"too many update streams (limits.max_update_streams)\"",
                      req->node_id, rpc_ctx_peer(c), u->max_streams, (unsigned long long)held);
         return rpc_ctx_errorf(c, RPC_RESOURCE_EXHAUSTED, "too many update streams (limit %d, limits.max_update_streams)", u->max_streams);
     }
-    notifier **slot;
-    notifier *nt = find(u, req->node_id, &slot);
-    if (!nt) {
-        nt = calloc(1, sizeof *nt);
-        char *id = strdup(req->node_id);
-        if (!nt || !id) {
-            free(nt);
-            free(id);
-            pthread_mutex_unlock(&u->mu);
-            return rpc_ctx_errorf(c, RPC_RESOURCE_EXHAUSTED, "out of memory");
-        }
-        nt->node_id = id;
-        pthread_cond_init(&nt->cv, NULL);
-        *slot = nt;
+    /* From here on another thread may end this call (a newer subscription of the node): the
+     * handler touches neither c's arena nor x after unlocking. */
+    rpc_ctx_on_end(c, on_end, x);
+    sub **slot;
+    sub *old = find(u, req->node_id, &slot);
+    if (old) {
+        rpc_ctx_errorf(old->ctx, RPC_ABORTED, "a newer subscription of node %s replaced this one", req->node_id);
+        sub_finish(u, old, RPC_ABORTED);
+        find(u, req->node_id, &slot);
     }
-    nt->refs++;
+    x->next = *slot;
+    *slot = x;
     u->streams++;
-    uint64_t gen = ++nt->gen;
-    pthread_cond_broadcast(&nt->cv); /* an older stream of this node ends */
+    enqueue(u, x, 0); /* replay what the node missed, then live */
     pthread_mutex_unlock(&u->mu);
-
     log_info("update.subscribed", "node=%s last_event_id=%llu peer=%s", req->node_id, (unsigned long long)req->last_event_id,
              rpc_ctx_peer(c));
-    uint64_t after = req->last_event_id;
-    uint64_t seen = 0;  /* the notifier's seq this stream has dealt with */
-    int from_store = 1; /* replay, or fell more than UPD_RING behind */
-    int code = RPC_OK;
-    ring_item take[UPD_RING];
-    for (;;) {
-        pthread_mutex_lock(&u->mu);
-        int superseded = nt->gen != gen;
-        if (from_store) seen = nt->seq; /* what is published from now on is in the ring too */
-        pthread_mutex_unlock(&u->mu);
-        if (superseded) {
-            code = rpc_ctx_errorf(c, RPC_ABORTED, "a newer subscription of node %s replaced this one", req->node_id);
-            break;
-        }
-        if (rpc_ctx_cancelled(c)) break;
-
-        int failed = 0;
-        if (from_store) {
-            store_update_list l;
-            char err[512];
-            if (store_list_updates_after(u->st, req->node_id, after, (int64_t)time(NULL) - u->retention_s, REPLAY_BATCH, &l, err,
-                                         sizeof err) != 0) {
-                char q[600];
-                log_error("update.replay_failed", "node=%s error=%s", req->node_id, log_quote(q, sizeof q, err));
-                code = rpc_ctx_errorf(c, RPC_UNAVAILABLE, "reading events: %s", err);
-                break;
-            }
-            for (size_t i = 0; i < l.n && !failed; i++) {
-                Manager__UpdateEvent ev;
-                to_event(c, &l.items[i], &ev);
-                if (rpc_ctx_send(c, &ev.base) != 0) failed = 1;
-                else after = l.items[i].id;
-            }
-            size_t got = l.n;
-            store_update_list_free(&l);
-            if (failed) break;
-            if (got == REPLAY_BATCH) continue; /* more to replay */
-            from_store = 0;
-        }
-
-        size_t n_take = 0;
-        pthread_mutex_lock(&u->mu);
-        int64_t waited = 0; /* replicas: re-read now and then, in case a notice was lost */
-        while (nt->seq == seen && nt->gen == gen && !rpc_ctx_cancelled(c) && (!u->poll_ms || waited < u->poll_ms)) {
-            waited += u->wake_ms;
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            int64_t ns = ts.tv_nsec + (u->wake_ms % 1000) * 1000000L;
-            ts.tv_sec += u->wake_ms / 1000 + ns / 1000000000L;
-            ts.tv_nsec = ns % 1000000000L;
-            pthread_cond_timedwait(&nt->cv, &u->mu, &ts);
-        }
-        if (nt->seq == seen && u->poll_ms && waited >= u->poll_ms) {
-            from_store = 1; /* replicas: a notice may have been lost; the table has everything */
-        } else if (nt->seq - seen > UPD_RING) {
-            from_store = 1;
-        } else {
-            for (uint64_t q = seen + 1; q <= nt->seq && !from_store; q++) {
-                ring_item *it = &nt->ring[q % UPD_RING];
-                if (it->seq != q || !it->ev) {
-                    from_store = 1; /* its copy could not be made: the store has it */
-                    break;
-                }
-                take[n_take] = *it;
-                atomic_fetch_add(&it->ev->refs, 1);
-                n_take++;
-            }
-            if (!from_store) seen = nt->seq;
-        }
-        pthread_mutex_unlock(&u->mu);
-        for (size_t i = 0; i < n_take; i++) {
-            /* Ids go up in ring order; one at or below `after` was replayed from the store. */
-            if (!from_store && !failed && take[i].id > after) {
-                store_update x = take[i].ev->u;
-                x.id = take[i].id;
-                x.node_id = req->node_id;
-                Manager__UpdateEvent ev;
-                to_event(c, &x, &ev);
-                if (rpc_ctx_send(c, &ev.base) != 0) failed = 1;
-                else after = x.id;
-            }
-            pubev_unref(take[i].ev);
-        }
-        if (failed) break;
-    }
-    log_info("update.unsubscribed", "node=%s last_sent=%llu code=%d", req->node_id, (unsigned long long)after, code);
-    release(u, nt);
-    return code;
+    return RPC_PENDING;
 }
 
 static int report_result(rpc_ctx *c, const void *reqv, void *respv, void *user)
@@ -607,9 +615,25 @@ upd *upd_new(const upd_opts *o, char *err, size_t errlen)
     pthread_mutex_init(&u->mu, NULL);
     pthread_mutex_init(&u->pub_mu, NULL);
     pthread_cond_init(&u->result_cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&u->q_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    int e = pthread_create(&u->replayer, NULL, replayer_main, u);
+    if (e != 0) {
+        snprintf(err, errlen, "cannot start the update replay thread: %s", strerror(e));
+        pthread_cond_destroy(&u->q_cv);
+        pthread_cond_destroy(&u->result_cv);
+        pthread_mutex_destroy(&u->pub_mu);
+        pthread_mutex_destroy(&u->mu);
+        free(u);
+        return NULL;
+    }
+    u->replayer_started = 1;
     /* Result writes wait for a commit: off the workers (RPC_METHOD_SLOW). */
     u->methods[0] = (rpc_method){"/manager.ManagerService/SubscribeUpdates", &manager__subscribe_updates_request__descriptor,
-                                 &manager__update_event__descriptor, NULL, subscribe, u, 0};
+                                 &manager__update_event__descriptor, NULL, subscribe, u, RPC_METHOD_ASYNC};
     u->methods[1] = (rpc_method){"/manager.ManagerService/ReportEventResult", &manager__event_result_request__descriptor,
                                  &manager__event_result_response__descriptor, report_result, NULL, u, RPC_METHOD_SLOW};
     u->methods[2] = (rpc_method){"/proto.DaemonService/GetConfig", &proto__config_request__descriptor,
@@ -626,14 +650,20 @@ const rpc_method *upd_methods(upd *u, size_t *n)
 void upd_free(upd *u)
 {
     if (!u) return;
-    /* The server is stopped: no stream holds a notifier any more. */
-    for (size_t i = 0; i < NBUCKETS; i++) {
-        for (notifier *nt = u->buckets[i]; nt;) {
-            notifier *next = nt->next;
-            notifier_free(nt);
-            nt = next;
-        }
+    pthread_mutex_lock(&u->mu);
+    u->stop = 1;
+    pthread_cond_signal(&u->q_cv);
+    pthread_mutex_unlock(&u->mu);
+    if (u->replayer_started) pthread_join(u->replayer, NULL);
+    /* The server has stopped, so every call's on_end has run: what is left is queue references. */
+    pthread_mutex_lock(&u->mu);
+    while (u->q_head) {
+        sub *x = u->q_head;
+        u->q_head = x->qnext;
+        sub_unref(x);
     }
+    pthread_mutex_unlock(&u->mu);
+    pthread_cond_destroy(&u->q_cv);
     pthread_cond_destroy(&u->result_cv);
     pthread_mutex_destroy(&u->pub_mu);
     pthread_mutex_destroy(&u->mu);

@@ -3,16 +3,16 @@
  * send back with ReportEventResult. This is how the manager reaches a daemon it cannot dial:
  * the daemon keeps the stream open.
  *
- * Publishing stores one event per target node (ids increase and are never reused) and wakes
- * that node's stream. A stream first replays the node's events after the request's
+ * Publishing stores one event per target node (ids increase and are never reused) and pushes
+ * it onto that node's stream. A stream first replays the node's events after the request's
  * last_event_id from the store (events older than the retention window only as the latest state
- * per (kind, component, agent_id); old commands are dropped), then sleeps on its node's
- * condition variable and sends what is published next. One stream per node: a new subscription
- * ends the older one (ABORTED). Idle streams are kept alive by the transport's keepalive pings
- * (rpc/settings.h: the server pings every 60 s, the daemon's channel every 30 s even without
- * calls), which also keeps NAT mappings open.
+ * per (kind, component, agent_id); old commands are dropped), then gets what is published next.
+ * Streams hold no thread (RPC_METHOD_ASYNC): see updates.c. One stream per node: a new
+ * subscription ends the older one (ABORTED). Idle streams are kept alive by the transport's
+ * keepalive pings (rpc/settings.h: the server pings every 60 s, the daemon's channel every 30 s
+ * even without calls), which also keeps NAT mappings open.
  *
- * Owns: the per-node notifier table and the stream count. Borrows the store, which must
+ * Owns: the subscription table, the replay thread and the stream count. Borrows the store, which must
  * outlive it; upd_free must come after the rpc server that serves upd_methods() has stopped. */
 #ifndef OPS_MANAGER_UPDATES_H
 #define OPS_MANAGER_UPDATES_H
@@ -35,7 +35,7 @@ typedef struct upd_opts {
     store *store;
     int max_streams;          /* concurrent SubscribeUpdates streams; 0 = UPD_DEFAULT_MAX_STREAMS */
     int64_t retention_s;      /* older events replay only as the latest state; 0 = 7 days */
-    int64_t wake_ms;          /* how often a waiting stream checks for cancellation; 0 = 500 */
+    int64_t wake_ms;          /* how often upd_wait_result checks for cancellation; 0 = 500 */
     nodeauth *auth;           /* may be NULL: a caller may speak for any node */
     abuse *abuse;             /* may be NULL: every refused stream is logged */
 } upd_opts;

@@ -78,7 +78,33 @@ struct rpc_ctx {
     int bad_message;         /* a client message did not decode: the call ends INVALID_ARGUMENT */
     grpc_byte_buffer *recv_bb;
     wire_arena *msg_arena;   /* the last received message only */
+    /* async server streams (RPC_METHOD_ASYNC), all under mu: a ring of encoded messages whose
+     * head is in flight while a_sending */
+    int is_async;
+    grpc_byte_buffer **aq;
+    size_t aq_head, aq_len, aq_cap;
+    int a_sending;
+    int a_over;         /* no more messages can go: client gone, send failed, server stopping */
+    int a_completing;   /* the owner called rpc_ctx_complete: status goes once the queue drains */
+    int a_code;
+    int handler_running, end_pending, end_told;
+    rpc_end_fn on_end;
+    void *end_user;
+    rpc_ctx *anext, *aprev; /* the server's list of async streams (under srv->mu) */
+    int in_list;
+    struct peer_entry *pe;  /* a stream counted against its connection (under srv->mu) */
 };
+
+/* Streams open on one client connection (the peer string names the connection: address and
+ * source port), and when its refusals were last logged. */
+struct peer_entry {
+    char *peer;
+    int n;
+    int64_t last_log_ms;
+    unsigned long refused;
+    struct peer_entry *next;
+};
+#define PEER_BUCKETS 1024
 
 struct health_entry {
     char *service;
@@ -114,6 +140,9 @@ struct rpc_server {
     pthread_mutex_t mu; /* threads_live, shutdown_done */
     pthread_cond_t cv;
     int threads_live, max_streams, shutdown_done;
+    int max_per_conn;
+    struct peer_entry *peers[PEER_BUCKETS]; /* under mu */
+    rpc_ctx *async_head;                    /* under mu */
     long calls_live; /* accepted calls not yet freed: the CQ may close only at zero */
     pthread_mutex_t hmu; /* health table */
     pthread_cond_t hcv;
@@ -129,6 +158,7 @@ struct rpc_server {
 
 static void post_request(rpc_server *s, struct smethod *sm, int cqi);
 static void finish(rpc_ctx *c, int code);
+static void peer_release(rpc_server *s, struct peer_entry *pe);
 
 /* ---- ctx lifetime ------------------------------------------------------------------------- */
 
@@ -165,6 +195,18 @@ static void ctx_free(rpc_ctx *c)
     if (c->has_details) grpc_slice_unref(c->status_details);
     if (c->peer) gpr_free(c->peer);
     wire_arena_free(c->arena);
+    for (size_t i = 0; i < c->aq_len; i++) grpc_byte_buffer_destroy(c->aq[(c->aq_head + i) % c->aq_cap]);
+    free(c->aq);
+    if (c->in_list || c->pe) {
+        pthread_mutex_lock(&s->mu);
+        if (c->in_list) {
+            if (c->aprev) c->aprev->anext = c->anext;
+            else s->async_head = c->anext;
+            if (c->anext) c->anext->aprev = c->aprev;
+        }
+        if (c->pe) peer_release(s, c->pe);
+        pthread_mutex_unlock(&s->mu);
+    }
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
     free(c);
@@ -392,6 +434,208 @@ int rpc_ctx_recv(rpc_ctx *c, const ProtobufCMessageDescriptor *desc, ProtobufCMe
 
 rpc_server *rpc_ctx_server(const rpc_ctx *c) { return c->srv; }
 
+/* ---- streams per connection --------------------------------------------------------------- */
+
+static uint32_t peer_hash(const char *p)
+{
+    uint32_t h = 2166136261u;
+    for (; *p; p++) h = (h ^ (unsigned char)*p) * 16777619u;
+    return h % PEER_BUCKETS;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Counts a new stream against its connection. 0, or -1 when the connection is at its limit
+ * (*log_it: this refusal should be logged, with *held the refusals not logged before it). */
+static int peer_acquire(rpc_server *s, rpc_ctx *c, int *log_it, unsigned long *held)
+{
+    const char *peer = rpc_ctx_peer(c);
+    *log_it = 0;
+    pthread_mutex_lock(&s->mu);
+    struct peer_entry **pp = &s->peers[peer_hash(peer)];
+    while (*pp && strcmp((*pp)->peer, peer) != 0) pp = &(*pp)->next;
+    struct peer_entry *pe = *pp;
+    if (!pe) {
+        pe = calloc(1, sizeof *pe);
+        if (!pe || !(pe->peer = strdup(peer))) abort();
+        pe->last_log_ms = INT64_MIN / 2;
+        *pp = pe;
+    }
+    if (pe->n >= s->max_per_conn) {
+        int64_t now = mono_ms();
+        if (now - pe->last_log_ms >= 60000) {
+            *log_it = 1;
+            *held = pe->refused;
+            pe->refused = 0;
+            pe->last_log_ms = now;
+        } else {
+            pe->refused++;
+        }
+        pthread_mutex_unlock(&s->mu);
+        return -1;
+    }
+    pe->n++;
+    c->pe = pe;
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+/* Caller holds s->mu. The entry goes with its connection's last stream (a refused connection
+ * keeps its entry, and so its log pacing, while its streams stay open). */
+static void peer_release(rpc_server *s, struct peer_entry *pe)
+{
+    if (--pe->n > 0) return;
+    struct peer_entry **pp = &s->peers[peer_hash(pe->peer)];
+    while (*pp != pe) pp = &(*pp)->next;
+    *pp = pe->next;
+    free(pe->peer);
+    free(pe);
+}
+
+/* ---- asynchronous server streams ---------------------------------------------------------- */
+
+/* Caller holds c->mu; the queue is not empty and nothing is in flight. */
+static void async_send_head(rpc_ctx *c)
+{
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    if (!c->sent_initial_md) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->sent_initial_md = 1;
+    }
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n].data.send_message.send_message = c->aq[c->aq_head];
+    n++;
+    atomic_fetch_add(&c->refs, 1); /* the batch's */
+    c->a_sending = 1;
+    if (grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL) != GRPC_CALL_OK) {
+        /* cannot happen with one send at a time; treat the stream as broken */
+        c->a_sending = 0;
+        c->a_over = 1;
+        atomic_fetch_sub(&c->refs, 1); /* the caller still holds one, so never the last */
+    }
+}
+
+/* Caller holds c->mu. */
+static void async_drop_queue(rpc_ctx *c)
+{
+    size_t keep = c->a_sending ? 1 : 0; /* the buffer in flight goes when its batch completes */
+    for (size_t i = keep; i < c->aq_len; i++) grpc_byte_buffer_destroy(c->aq[(c->aq_head + i) % c->aq_cap]);
+    c->aq_len = keep;
+}
+
+int rpc_ctx_push(rpc_ctx *c, const ProtobufCMessage *msg)
+{
+    if (!c->is_async) return -1;
+    grpc_byte_buffer *bb = wire_encode(msg);
+    pthread_mutex_lock(&c->mu);
+    if (c->a_over || c->a_completing) {
+        pthread_mutex_unlock(&c->mu);
+        grpc_byte_buffer_destroy(bb);
+        return -1;
+    }
+    if (c->aq_len == c->aq_cap) {
+        size_t cap = c->aq_cap ? c->aq_cap * 2 : 4;
+        grpc_byte_buffer **q = malloc(cap * sizeof *q);
+        if (!q) abort();
+        for (size_t i = 0; i < c->aq_len; i++) q[i] = c->aq[(c->aq_head + i) % c->aq_cap];
+        free(c->aq);
+        c->aq = q;
+        c->aq_cap = cap;
+        c->aq_head = 0;
+    }
+    int waiting = (int)c->aq_len;
+    c->aq[(c->aq_head + c->aq_len) % c->aq_cap] = bb;
+    c->aq_len++;
+    if (!c->a_sending) async_send_head(c);
+    pthread_mutex_unlock(&c->mu);
+    return waiting;
+}
+
+int rpc_ctx_pending(rpc_ctx *c)
+{
+    if (!c->is_async) return -1;
+    pthread_mutex_lock(&c->mu);
+    int n = c->a_over || c->a_completing ? -1 : (int)c->aq_len;
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
+void rpc_ctx_on_end(rpc_ctx *c, rpc_end_fn fn, void *user)
+{
+    pthread_mutex_lock(&c->mu);
+    c->on_end = fn;
+    c->end_user = user;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* The stream can no longer carry messages: tell the owner, once. While its handler is still
+ * running (the server stopping meanwhile), the news waits for the handler to return. */
+static void async_end(rpc_ctx *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->a_over = 1;
+    async_drop_queue(c);
+    int tell = 0;
+    if (!c->end_told) {
+        if (c->handler_running) c->end_pending = 1;
+        else if (c->on_end) c->end_told = tell = 1;
+    }
+    rpc_end_fn fn = c->on_end;
+    void *user = c->end_user;
+    pthread_mutex_unlock(&c->mu);
+    if (tell) fn(c, user);
+}
+
+/* The owner's reference passes to the status batch. */
+static void async_finish(rpc_ctx *c)
+{
+    int code = c->a_code;
+    if (code == RPC_OK && atomic_load(&c->srv->stopping) && !atomic_load(&c->cancelled))
+        code = rpc_ctx_errorf(c, RPC_UNAVAILABLE, "server shutting down");
+    finish(c, code);
+}
+
+static void async_complete(rpc_ctx *c, int code)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->a_completing) { /* a second completion is the owner's bug: the first one stands */
+        pthread_mutex_unlock(&c->mu);
+        log_error("rpc.complete_twice", "server=%s method=%s", c->srv->name, rpc_ctx_method(c));
+        return;
+    }
+    c->a_completing = 1;
+    c->a_code = code;
+    int now = !c->a_sending; /* else the send's completion finishes the call */
+    if (now) async_drop_queue(c);
+    pthread_mutex_unlock(&c->mu);
+    if (now) async_finish(c);
+}
+
+/* A send of an async stream completed (on the call's worker). */
+static void async_sent(rpc_ctx *c, int ok)
+{
+    pthread_mutex_lock(&c->mu);
+    grpc_byte_buffer_destroy(c->aq[c->aq_head]);
+    c->aq_head = (c->aq_head + 1) % c->aq_cap;
+    c->aq_len--;
+    c->a_sending = 0;
+    if (!ok) c->a_over = 1;
+    if (c->a_over) async_drop_queue(c);
+    int fin = 0;
+    if (c->aq_len > 0 && !c->a_over) async_send_head(c);
+    else if (c->a_completing) fin = 1;
+    pthread_mutex_unlock(&c->mu);
+    if (fin) async_finish(c);
+    if (!ok) async_end(c);
+}
+
 /* ---- call flow ---------------------------------------------------------------------------- */
 
 static double elapsed_ms(const struct timespec *t0)
@@ -462,7 +706,8 @@ static void finish(rpc_ctx *c, int code)
 
 void rpc_ctx_complete(rpc_ctx *c, int code)
 {
-    finish(c, code);
+    if (c->is_async) async_complete(c, code);
+    else finish(c, code);
 }
 
 static void run_handler(rpc_ctx *c)
@@ -483,6 +728,43 @@ static void run_handler(rpc_ctx *c)
         int code = m->unary(c, c->req, c->resp, m->user);
         if (code != RPC_PENDING) finish(c, code);
     }
+}
+
+/* An async stream's handler runs here, on the worker; the call then lives on without a thread. */
+static void run_async(rpc_ctx *c)
+{
+    rpc_server *s = c->srv;
+    const rpc_method *m = c->sm->m;
+    c->is_async = 1;
+    pthread_mutex_lock(&s->mu);
+    int stopping = atomic_load(&s->stopping);
+    if (!stopping) { /* the shutdown walk sees every stream listed before stopping was set */
+        c->anext = s->async_head;
+        if (s->async_head) s->async_head->aprev = c;
+        s->async_head = c;
+        c->in_list = 1;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (stopping) {
+        finish(c, rpc_ctx_errorf(c, RPC_UNAVAILABLE, "server shutting down"));
+        return;
+    }
+    /* Learn about a client that goes away. */
+    atomic_fetch_add(&c->refs, 1);
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    op.data.recv_close_on_server.cancelled = &c->recv_cancelled;
+    if (grpc_call_start_batch(c->call, &op, 1, &c->t_close, NULL) != GRPC_CALL_OK) ctx_unref(c);
+    c->handler_running = 1;
+    int code = m->stream(c, c->req, m->user);
+    pthread_mutex_lock(&c->mu);
+    c->handler_running = 0;
+    int tell = c->end_pending && !c->end_told && c->on_end;
+    if (tell) c->end_told = 1;
+    pthread_mutex_unlock(&c->mu);
+    if (code != RPC_PENDING) async_complete(c, code);
+    if (tell) c->on_end(c, c->end_user);
 }
 
 static void *handler_thread(void *arg)
@@ -542,6 +824,22 @@ static void on_request(rpc_ctx *c, int ok)
     }
     if (!c->is_stream && !(m->flags & RPC_METHOD_SLOW)) {
         run_handler(c);
+        return;
+    }
+    if (c->is_stream) {
+        int log_it;
+        unsigned long held = 0;
+        if (peer_acquire(s, c, &log_it, &held) != 0) {
+            c->quiet_log = 1; /* a flood of refusals must not flood the log */
+            if (log_it)
+                log_warn("rpc.stream_refused", "server=%s method=%s peer=%s limit=%d held=%lu reason=\"too many streams on one connection\"",
+                         s->name, m->path, rpc_ctx_peer(c), s->max_per_conn, held);
+            finish(c, rpc_ctx_errorf(c, RPC_RESOURCE_EXHAUSTED, "too many streams on this connection (limit %d)", s->max_per_conn));
+            return;
+        }
+    }
+    if (c->is_stream && !c->is_bidi && (m->flags & RPC_METHOD_ASYNC)) {
+        run_async(c);
         return;
     }
     /* Streams and slow calls get a thread of their own, within a cap. */
@@ -620,11 +918,17 @@ static void *worker_main(void *arg)
             if (c->recv_cancelled) atomic_store(&c->cancelled, 1);
             access_log(c);
             if (s->observe) s->observe(s->observe_user, rpc_ctx_method(c), c->code, (int64_t)(elapsed_ms(&c->t0) * 1000));
+            if (c->is_async) async_end(c);
             ctx_unref(c);
             break;
         }
         case TAG_SEND: {
             rpc_ctx *c = CTX_OF(t, t_send);
+            if (c->is_async) {
+                async_sent(c, ev.success);
+                ctx_unref(c);
+                break;
+            }
             pthread_mutex_lock(&c->mu);
             c->send_done = 1;
             c->send_ok = ev.success;
@@ -645,6 +949,7 @@ static void *worker_main(void *arg)
         case TAG_CLOSE: {
             rpc_ctx *c = CTX_OF(t, t_close);
             if (c->recv_cancelled) atomic_store(&c->cancelled, 1);
+            if (c->is_async) async_end(c);
             ctx_unref(c);
             break;
         }
@@ -751,6 +1056,7 @@ rpc_server *rpc_server_new(const rpc_server_opts *o, char *err, size_t errlen)
     s->observe = o->observe;
     s->observe_user = o->observe_user;
     s->max_streams = o->max_streams > 0 ? o->max_streams : 1024;
+    s->max_per_conn = o->max_streams_per_conn > 0 ? o->max_streams_per_conn : 1000;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     /* One worker per core measured fastest (bench/RESULTS.md): handlers that wait return
      * RPC_PENDING or run as RPC_METHOD_SLOW instead of holding a worker. */
@@ -951,7 +1257,24 @@ void rpc_server_shutdown(rpc_server *s, int64_t grace_ms)
     s->hversion++;
     pthread_cond_broadcast(&s->hcv);
     pthread_mutex_unlock(&s->hmu);
+    pthread_mutex_lock(&s->mu);
     atomic_store(&s->stopping, 1);
+    /* Async streams hold no thread that could notice: tell their owners, who complete them. */
+    size_t n_async = 0;
+    for (rpc_ctx *c = s->async_head; c; c = c->anext) n_async++;
+    rpc_ctx **ends = n_async ? calloc(n_async, sizeof *ends) : NULL;
+    size_t k = 0;
+    for (rpc_ctx *c = s->async_head; c && ends; c = c->anext) {
+        int r = atomic_load(&c->refs);
+        while (r > 0 && !atomic_compare_exchange_weak(&c->refs, &r, r + 1)) {}
+        if (r > 0) ends[k++] = c; /* r == 0: being freed, waiting for this lock to unlist */
+    }
+    pthread_mutex_unlock(&s->mu);
+    for (size_t i = 0; i < k; i++) {
+        async_end(ends[i]);
+        ctx_unref(ends[i]);
+    }
+    free(ends);
     grpc_server_shutdown_and_notify(s->server, s->cqs[0], &s->t_shutdown);
     int cancelled = 0;
     if (!wait_shutdown(s, grace_ms < 0 ? 0 : grace_ms)) {

@@ -27,7 +27,10 @@ typedef struct rpc_ctx rpc_ctx;
  * handler waits for a group commit without holding a thread). */
 typedef int (*rpc_unary_fn)(rpc_ctx *ctx, const void *req, void *resp, void *user);
 /* Server-streaming handler: send messages with rpc_ctx_send() and return the final status.
- * Runs on a thread of its own, so it may block (poll rpc_ctx_cancelled() while waiting). */
+ * Runs on a thread of its own, so it may block (poll rpc_ctx_cancelled() while waiting).
+ * With RPC_METHOD_ASYNC it runs on a worker instead and must not block: it returns a final
+ * code, or RPC_PENDING to keep the stream open without holding any thread (see
+ * rpc_ctx_push, rpc_ctx_on_end, rpc_ctx_complete). */
 typedef int (*rpc_stream_fn)(rpc_ctx *ctx, const void *req, void *user);
 /* Bidirectional-streaming handler: read the client's messages with rpc_ctx_recv(), write with
  * rpc_ctx_send(), return the final status. Runs on a thread of its own, like rpc_stream_fn. */
@@ -37,7 +40,12 @@ typedef int (*rpc_bidi_fn)(rpc_ctx *ctx, void *user);
  * (stopping an agent gracefully takes up to 30 s) so that they never starve other calls. */
 #define RPC_METHOD_SLOW 1u
 
-/* Returned by a unary handler that will call rpc_ctx_complete() later. */
+/* An asynchronous server stream: the handler runs on a worker and keeps the call open by
+ * returning RPC_PENDING; messages are then queued from any thread with rpc_ctx_push(). This is
+ * how ten thousand idle subscriptions cost ten thousand small structs instead of threads. */
+#define RPC_METHOD_ASYNC 2u
+
+/* Returned by a unary or RPC_METHOD_ASYNC handler that will call rpc_ctx_complete() later. */
 #define RPC_PENDING (-1)
 
 typedef struct rpc_method {
@@ -66,6 +74,9 @@ typedef struct rpc_server_opts {
     rpc_settings settings;      /* rpc_settings_defaults(RPC_PROFILE_SERVER) if zeroed */
     int workers;                /* completion-queue threads; 0 = one per core, at least 2 */
     int max_streams;            /* concurrent streaming/slow handler threads; 0 = 1024 */
+    /* Streams (of any kind) open at once on one client connection; more are refused with
+     * RESOURCE_EXHAUSTED, logged once per connection per minute. 0 = 1000. */
+    int max_streams_per_conn;
     int quiet_access_log;       /* access lines at debug level instead of info */
     /* Called once per finished call of any kind (a method we do not serve is "(unknown)"),
      * on a worker thread when the final status has gone out: it must be quick and not block.
@@ -137,7 +148,27 @@ rpc_server *rpc_ctx_server(const rpc_ctx *c);
 /* The i-th method path served (health included), or NULL past the end. Fixed once started. */
 const char *rpc_server_method_path(const rpc_server *s, size_t i);
 /* Finishes a call whose handler returned RPC_PENDING: sends the response filled so far (when
- * code is RPC_OK) or the error. Call it exactly once; ctx is gone afterwards. */
+ * code is RPC_OK) or the error. Call it exactly once; ctx is gone afterwards (an async stream's
+ * ctx stays valid until its on_end callback has returned; queued messages go out before the
+ * status). An async stream completed with RPC_OK while the server stops ends UNAVAILABLE. */
 void rpc_ctx_complete(rpc_ctx *c, int code);
+
+/* --- asynchronous server streams (RPC_METHOD_ASYNC) ------------------------------------- */
+/* Called exactly once per async stream whose handler set it, without any rpc lock held, at the
+ * first of: the stream can no longer carry messages (client gone, a send failed, the server
+ * stopping): the owner must then call rpc_ctx_complete() if it has not, from inside the
+ * callback or later; or the final status of a completed stream has gone out. Either way the
+ * owner may free its `user` state when the callback returns and rpc_ctx_complete() was called:
+ * the rpc layer never uses it again. Set it inside the handler, before returning RPC_PENDING. */
+typedef void (*rpc_end_fn)(rpc_ctx *c, void *user);
+void rpc_ctx_on_end(rpc_ctx *c, rpc_end_fn fn, void *user);
+/* Queues one message of an async stream (encoded now: msg may be freed on return), from any
+ * thread; sends go out one at a time in push order. Returns the number of messages that were
+ * already waiting (0: it went straight out; the caller can use this for backpressure), or -1
+ * when the stream is over or completed (the message is dropped). */
+int rpc_ctx_push(rpc_ctx *c, const ProtobufCMessage *msg);
+/* Messages of an async stream queued and not yet written (the one being written included), or
+ * -1 when the stream is over or completed. */
+int rpc_ctx_pending(rpc_ctx *c);
 
 #endif

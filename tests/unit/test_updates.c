@@ -380,9 +380,15 @@ static void resume_after_disconnect(void)
     assert_int_equal(log_count(needle), 1);
     snprintf(needle, sizeof needle, "event=update.applied node=node-u1 event_id=%llu ", (unsigned long long)b);
     assert_int_equal(log_count(needle), 1);
-    char *last = slurp(p("work/updates/last_event_id"), NULL);
-    assert_int_equal(strtoull(last, NULL, 10), b);
-    free(last);
+    /* The result goes out (from results/<id>) before last_event_id moves: wait for the move. */
+    uint64_t last_id = 0;
+    for (int64_t end = now_ms() + 5000; now_ms() < end; sleep_ms(20)) {
+        char *last = slurp(p("work/updates/last_event_id"), NULL);
+        last_id = last ? strtoull(last, NULL, 10) : 0;
+        free(last);
+        if (last_id == b) break;
+    }
+    assert_int_equal(last_id, b);
 }
 
 static void report_unknown_event(void)
