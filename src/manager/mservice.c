@@ -3,7 +3,6 @@
  * the reason, as the original does, and nothing of a rejected request is stored. */
 #include "manager/mservice.h"
 
-#include <math.h>
 #include <stdarg.h>
 #include <time.h>
 #include <stdio.h>
@@ -13,6 +12,7 @@
 #include "base/log.h"
 #include "daemon.pb-c.h"
 #include "manager.pb-c.h"
+#include "manager/mvalidate.h"
 
 #define NOT_REGISTERED "node not registered"
 
@@ -29,33 +29,6 @@ struct mservice {
     mservice_limits lim;
     rpc_method methods[12];
 };
-
-/* proto3 strings must be UTF-8; protobuf-c does not check, so we do. */
-static int utf8_ok(const char *s)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        if (*p < 0x80) { p++; continue; }
-        int n;
-        unsigned cp;
-        if ((*p & 0xE0) == 0xC0) { n = 1; cp = *p & 0x1F; }
-        else if ((*p & 0xF0) == 0xE0) { n = 2; cp = *p & 0x0F; }
-        else if ((*p & 0xF8) == 0xF0) { n = 3; cp = *p & 0x07; }
-        else return 0;
-        p++;
-        for (int i = 0; i < n; i++, p++) {
-            if ((*p & 0xC0) != 0x80) return 0;
-            cp = (cp << 6) | (*p & 0x3F);
-        }
-        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10FFFF ||
-            (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
-    }
-    return 1;
-}
-
-#define CHECK_UTF8(c, field, value) \
-    do { if (!utf8_ok(value)) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "%s is not valid UTF-8", field); } while (0)
 
 static int64_t now_ms(mservice *m) { return liveness_now(m->live); }
 
@@ -95,14 +68,17 @@ static int over_limit(mservice *m, rpc_ctx *c, int code, const char *fmt, ...)
     return rpc_ctx_errorf(c, code, "%s", msg);
 }
 
-/* node_id: required, UTF-8, within the string limit. */
+/* A refusal of mvalidate's as the call's status; one over a cap goes through over_limit. */
+static int refuse(mservice *m, rpc_ctx *c, const mval_result *r)
+{
+    if (r->over_limit) return over_limit(m, c, r->code, "%s", r->msg);
+    return rpc_ctx_errorf(c, r->code, "%s", r->msg);
+}
+
 static int check_node_id(mservice *m, rpc_ctx *c, const char *id)
 {
-    if (!id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "node_id is required");
-    if (strlen(id) > m->lim.max_string)
-        return over_limit(m, c, RPC_INVALID_ARGUMENT, "node_id is longer than %zu bytes (limits.max_string_bytes)", m->lim.max_string);
-    if (!utf8_ok(id)) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "node_id is not valid UTF-8");
-    return RPC_OK;
+    mval_result r;
+    return mval_node_id(id, &m->lim, &r) == RPC_OK ? RPC_OK : refuse(m, c, &r);
 }
 
 #define CHECK(call) do { int rc_ = (call); if (rc_ != RPC_OK) return rc_; } while (0)
@@ -115,28 +91,10 @@ static int register_node(rpc_ctx *c, const void *reqv, void *respv, void *user)
     /* before anything that costs: the enrollment check reaches the store */
     if (m->abuse && !abuse_allow_register(m->abuse, rpc_ctx_peer(c), mono_ms()))
         return over_limit(m, c, RPC_RESOURCE_EXHAUSTED, "too many RegisterNode calls from this address (limits.register_per_minute)");
-    CHECK(check_node_id(m, c, req->node_id));
-    if (!req->hostname[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "hostname is required");
-    CHECK_UTF8(c, "hostname", req->hostname);
-    CHECK_UTF8(c, "ip", req->ip);
-    CHECK_UTF8(c, "os", req->os);
-    CHECK_UTF8(c, "arch", req->arch);
-    CHECK_UTF8(c, "daemon_version", req->daemon_version);
-    CHECK_UTF8(c, "agent_version", req->agent_version);
-    CHECK_UTF8(c, "daemon_address", req->daemon_address);
-    if (req->n_labels > m->lim.max_labels)
-        return over_limit(m, c, RPC_INVALID_ARGUMENT, "labels: %zu labels, at most %zu allowed (limits.max_labels)", req->n_labels,
-                          m->lim.max_labels);
+    mval_result vr;
+    if (mval_register_node(req, &m->lim, &vr) != RPC_OK) return refuse(m, c, &vr);
     store_kv *kv = rpc_ctx_alloc(c, (req->n_labels ? req->n_labels : 1) * sizeof *kv);
-    for (size_t i = 0; i < req->n_labels; i++) {
-        const char *k = req->labels[i]->key, *v = req->labels[i]->value;
-        if (!k[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "labels: empty key");
-        if (strlen(k) > m->lim.max_string || strlen(v) > m->lim.max_string)
-            return over_limit(m, c, RPC_INVALID_ARGUMENT, "labels[%.64s]: keys and values are at most %zu bytes (limits.max_string_bytes)",
-                              utf8_ok(k) ? k : "?", m->lim.max_string);
-        if (!utf8_ok(k) || !utf8_ok(v)) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "labels: key or value is not valid UTF-8");
-        kv[i] = (store_kv){k, v};
-    }
+    for (size_t i = 0; i < req->n_labels; i++) kv[i] = (store_kv){req->labels[i]->key, req->labels[i]->value};
     const char *secret = NULL;
     CHECK(nodeauth_register(m->auth, c, req->node_id, &secret));
     store_node_in n = {.node_id = req->node_id, .hostname = req->hostname, .ip = req->ip, .os = req->os, .arch = req->arch,
@@ -242,36 +200,10 @@ static int report_metrics(rpc_ctx *c, const void *reqv, void *respv, void *user)
     Manager__ReportMetricsResponse *resp = respv;
     CHECK(check_node_id(m, c, req->node_id));
     CHECK(nodeauth_check(m->auth, c, req->node_id));
-    if (req->n_metrics > m->lim.max_metrics)
-        return over_limit(m, c, RPC_RESOURCE_EXHAUSTED, "metrics: %zu MetricData in one report, at most %zu (limits.max_metrics_per_report)",
-                          req->n_metrics, m->lim.max_metrics);
-    int64_t now_s = now_ms(m) / 1000;
+    mval_result vr;
+    if (mval_report_metrics(req, &m->lim, now_ms(m) / 1000, &vr) != RPC_OK) return refuse(m, c, &vr);
     size_t nv = 0;
-    for (size_t i = 0; i < req->n_metrics; i++) {
-        const Manager__MetricData *d = req->metrics[i];
-        if (!d->type[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "metrics[%zu].type is required", i);
-        if (d->n_values > m->lim.max_values)
-            return over_limit(m, c, RPC_RESOURCE_EXHAUSTED, "metrics[%zu].values: %zu values, at most %zu (limits.max_values_per_metric)", i,
-                              d->n_values, m->lim.max_values);
-        if (strlen(d->type) > m->lim.max_string)
-            return over_limit(m, c, RPC_INVALID_ARGUMENT, "metrics[%zu].type is longer than %zu bytes (limits.max_string_bytes)", i,
-                              m->lim.max_string);
-        if (!utf8_ok(d->type)) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "metrics[%zu].type is not valid UTF-8", i);
-        if (d->timestamp <= 0) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "metrics[%zu].timestamp is required", i);
-        if (d->timestamp > now_s + MSVC_MAX_FUTURE_S)
-            return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "metrics[%zu].timestamp %lld is more than 24h in the future", i, (long long)d->timestamp);
-        for (size_t k = 0; k < d->n_values; k++) {
-            if (!isfinite(d->values[k]->value))
-                return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "metrics[%zu].values[%s] is not a finite number", i,
-                                      utf8_ok(d->values[k]->key) ? d->values[k]->key : "?");
-            if (!d->values[k]->key[0] || !utf8_ok(d->values[k]->key))
-                return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "metrics[%zu].values has an empty or invalid key", i);
-            if (strlen(d->values[k]->key) > m->lim.max_string)
-                return over_limit(m, c, RPC_INVALID_ARGUMENT, "metrics[%zu].values: a key is longer than %zu bytes (limits.max_string_bytes)", i,
-                                  m->lim.max_string);
-        }
-        nv += d->n_values;
-    }
+    for (size_t i = 0; i < req->n_metrics; i++) nv += req->metrics[i]->n_values;
     if (!liveness_get(m->live, req->node_id, NULL, NULL)) {
         resp->success = 0;
         resp->message = rpc_ctx_strdup(c, NOT_REGISTERED);
@@ -329,19 +261,11 @@ static int sync_agents(rpc_ctx *c, const void *reqv, void *respv, void *user)
     Proto__SyncAgentStatesResponse *resp = respv;
     CHECK(check_node_id(m, c, req->node_id));
     CHECK(nodeauth_check(m->auth, c, req->node_id));
-    if (req->n_states > m->lim.max_agents)
-        return over_limit(m, c, RPC_RESOURCE_EXHAUSTED, "states: %zu agents in one sync, at most %zu (limits.max_agents_per_sync)", req->n_states,
-                          m->lim.max_agents);
+    mval_result vr;
+    if (mval_sync_agents(req, &m->lim, &vr) != RPC_OK) return refuse(m, c, &vr);
     store_agent_in *a = rpc_ctx_alloc(c, (req->n_states ? req->n_states : 1) * sizeof *a);
     for (size_t i = 0; i < req->n_states; i++) {
         const Proto__AgentState *s = req->states[i];
-        if (!s->agent_id[0]) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "states[%zu].agent_id is required", i);
-        if (!utf8_ok(s->agent_id) || !utf8_ok(s->status) || !utf8_ok(s->type) || !utf8_ok(s->version))
-            return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "states[%zu] has a string that is not valid UTF-8", i);
-        if (strlen(s->agent_id) > m->lim.max_string || strlen(s->status) > m->lim.max_string || strlen(s->type) > m->lim.max_string ||
-            strlen(s->version) > m->lim.max_string)
-            return over_limit(m, c, RPC_INVALID_ARGUMENT, "states[%zu]: agent_id, status, type and version are at most %zu bytes (limits.max_string_bytes)",
-                              i, m->lim.max_string);
         a[i] = (store_agent_in){.agent_id = s->agent_id, .type = s->type, .version = s->version, .status = s->status,
                                 .pid = s->pid, .last_heartbeat = s->last_heartbeat};
     }
@@ -389,11 +313,7 @@ mservice *mservice_start(const mservice_opts *o, char *err, size_t errlen)
     /* an unauthenticated heartbeat must never create a node */
     m->auto_register = o->auto_register && nodeauth_get_mode(o->auth) == NODEAUTH_NONE;
     m->lim = o->limits;
-    if (!m->lim.max_metrics) m->lim.max_metrics = 1000;
-    if (!m->lim.max_values) m->lim.max_values = 1000;
-    if (!m->lim.max_labels) m->lim.max_labels = MSVC_MAX_LABELS;
-    if (!m->lim.max_string) m->lim.max_string = MSVC_MAX_LABEL_BYTES;
-    if (!m->lim.max_agents) m->lim.max_agents = 1000;
+    mval_limits_defaults(&m->lim);
     m->hb_s = o->heartbeat_interval_s;
     m->metrics_s = o->metrics_interval_s;
     m->metrics = o->metrics;

@@ -112,6 +112,14 @@ static const char *const migrations[] = {
     "  message text NOT NULL DEFAULT '', result_at bigint NOT NULL DEFAULT 0);"
     "CREATE INDEX update_events_by_node ON update_events(node_id, id);"
     "CREATE INDEX update_events_by_key ON update_events(node_id, kind, component, agent_id, id);",
+    /* 3: node authentication (node_auth.mode token), as SQLite's version 4: hashes only. IF NOT
+     * EXISTS: this migration may be renumbered when branches merge. */
+    "CREATE TABLE IF NOT EXISTS node_secrets ("
+    "  node_id text COLLATE \"C\" PRIMARY KEY, sha256 text NOT NULL, set_at bigint NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS enrollment_tokens ("
+    "  name text COLLATE \"C\" PRIMARY KEY, sha256 text NOT NULL UNIQUE,"
+    "  created_at bigint NOT NULL, expires_at bigint NOT NULL, max_uses integer NOT NULL,"
+    "  uses integer NOT NULL DEFAULT 0, revoked_at bigint NOT NULL DEFAULT 0);",
 };
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -137,7 +145,7 @@ enum {
     Q_AUDIT_ADD,
     /* reads */
     Q_LIST_NODES, Q_GET_NODE, Q_LIST_AGENTS, Q_LIST_EVENTS, Q_QUERY_METRICS, Q_METRIC_STATS,
-    Q_LIST_AUDIT, Q_METRIC_TYPES, Q_UPD_AFTER, Q_UPD_LIST,
+    Q_LIST_AUDIT, Q_METRIC_TYPES, Q_UPD_AFTER, Q_UPD_LIST, Q_SECRET_GET, Q_TOKENS_LIST,
     Q_COUNT
 };
 
@@ -247,6 +255,10 @@ static const char *const query_sql[Q_COUNT] = {
         "SELECT " UPD_COLS " FROM update_events e WHERE ($1 = '' OR e.node_id = $1)"
         " AND ($2 = 0 OR e.id = $2) AND (NOT $3::boolean OR e.outcome = '')"
         " AND ($4 = 0 OR e.id < $4) ORDER BY e.id DESC LIMIT $5",
+    [Q_SECRET_GET] = "SELECT sha256 FROM node_secrets WHERE node_id = $1",
+    [Q_TOKENS_LIST] =
+        "SELECT name, created_at, expires_at, max_uses, uses, revoked_at FROM enrollment_tokens"
+        " ORDER BY name",
 };
 
 static const char *const query_name[Q_COUNT] = {
@@ -255,6 +267,7 @@ static const char *const query_name[Q_COUNT] = {
     "ret_next_series", "ret_delete", "del_points", "del_series", "del_agents", "del_events",
     "del_node", "audit_add", "list_nodes", "get_node", "list_agents", "list_events",
     "query_metrics", "metric_stats", "list_audit", "metric_types", "upd_after", "upd_list",
+    "secret_get", "tokens_list",
 };
 
 /* ---- the handle --------------------------------------------------------------------------- */
@@ -406,6 +419,22 @@ static int q_exec(PGconn *c, int q, int n, const char *const *params, const char
                   long *affected, char *err, size_t errlen)
 {
     PGresult *r = PQexecPrepared(c, query_name[q], n, params, NULL, NULL, 0);
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        int rc = pg_fail(c, r, what, err, errlen);
+        PQclear(r);
+        return rc;
+    }
+    if (affected) *affected = atol(PQcmdTuples(r));
+    PQclear(r);
+    return 0;
+}
+
+/* As q_exec for a rare statement that is not prepared (node secrets, enrollment tokens). */
+static int param_exec(PGconn *c, const char *sql, int n, const char *const *params, const char *what,
+                      long *affected, char *err, size_t errlen)
+{
+    PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         int rc = pg_fail(c, r, what, err, errlen);
@@ -1126,7 +1155,9 @@ static int w_delete_node(PGconn *w, void *arg, char *err, size_t errlen)
         if (rc != 0) return rc;
     }
     a->found = changed > 0;
-    return 0;
+    /* a deleted node must enroll again */
+    return param_exec(w, "DELETE FROM node_secrets WHERE node_id = $1", 1, p, "delete node secret", NULL, err,
+                      errlen);
 }
 
 static int w_audit(PGconn *w, void *arg, char *err, size_t errlen)
@@ -2061,6 +2092,206 @@ static int pg_list_updates(store *st, const store_update_filter *f, store_update
     return read_updates(r, out, what, err, errlen);
 }
 
+/* ---- node authentication (node_auth.mode token) --------------------------------------------
+ * Rare writes (an enrollment, an operator's token): plain parameterised statements through
+ * writer 0. Counting a use is one conditional UPDATE: row locks make concurrent enrollments,
+ * also from other managers on this database, re-check the condition, so max_uses holds. */
+
+struct secret_args {
+    const char *node_id, *sha256;
+    int64_t now;
+};
+
+static int w_set_secret(PGconn *w, void *arg, char *err, size_t errlen)
+{
+    struct secret_args *a = arg;
+    char now[24];
+    i64s(now, sizeof now, a->now);
+    const char *p[3] = {a->node_id, a->sha256, now};
+    return param_exec(w,
+        "INSERT INTO node_secrets (node_id, sha256, set_at) VALUES ($1, $2, $3)"
+        " ON CONFLICT (node_id) DO UPDATE SET sha256 = excluded.sha256, set_at = excluded.set_at",
+        3, p, "store node secret", NULL, err, errlen);
+}
+
+static int pg_set_node_secret(store *st, const char *node_id, const char *sha256, int64_t now,
+                              char *err, size_t errlen)
+{
+    if (need_id(node_id, err, errlen) < 0) return -1;
+    struct secret_args a = {node_id, nz(sha256), now};
+    return submit(impl(st), w_set_secret, &a, err, errlen);
+}
+
+static int pg_get_node_secret(store *st, const char *node_id, char *out, char *err, size_t errlen)
+{
+    out[0] = 0;
+    const char *p[1] = {nz(node_id)};
+    PGresult *r;
+    int rc = rd_query(impl(st), Q_SECRET_GET, 1, p, "read node secret", &r, err, errlen);
+    if (rc != 0) return rc;
+    int found = PQntuples(r) > 0;
+    if (found) snprintf(out, 65, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return found ? STORE_OK : STORE_NOT_FOUND;
+}
+
+struct add_token_args {
+    const char *name, *sha256;
+    int64_t created_at, expires_at;
+    int32_t max_uses;
+    int exists;
+};
+
+static int w_add_token(PGconn *w, void *arg, char *err, size_t errlen)
+{
+    struct add_token_args *a = arg;
+    char created[24], expires[24], max_uses[16];
+    i64s(created, sizeof created, a->created_at);
+    i64s(expires, sizeof expires, a->expires_at);
+    snprintf(max_uses, sizeof max_uses, "%" PRId32, a->max_uses);
+    const char *p[5] = {a->name, a->sha256, created, expires, max_uses};
+    long added = 0;
+    /* no conflict target: a taken name or a taken hash both leave the table as it was */
+    int rc = param_exec(w,
+        "INSERT INTO enrollment_tokens (name, sha256, created_at, expires_at, max_uses)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        5, p, "add enrollment token", &added, err, errlen);
+    if (rc == 0) a->exists = added == 0;
+    return rc;
+}
+
+static int pg_add_enroll_token(store *st, const char *name, const char *sha256, int64_t created_at,
+                               int64_t expires_at, int32_t max_uses, char *err, size_t errlen)
+{
+    if (!name || !*name || !sha256 || strlen(sha256) != 64) {
+        snprintf(err, errlen, "add enrollment token: name and a 64-character sha256 are required");
+        return -1;
+    }
+    struct add_token_args a = {name, sha256, created_at, expires_at, max_uses, 0};
+    int rc = submit(impl(st), w_add_token, &a, err, errlen);
+    if (rc == 0 && a.exists) {
+        snprintf(err, errlen, "an enrollment token named '%s' exists", name);
+        return STORE_EXISTS;
+    }
+    return rc;
+}
+
+struct use_token_args {
+    const char *sha256;
+    int64_t now;
+    store_enroll_use use;
+    char name[128];
+};
+
+static int w_use_token(PGconn *w, void *arg, char *err, size_t errlen)
+{
+    static const char *what = "use enrollment token";
+    struct use_token_args *a = arg;
+    char now[24];
+    i64s(now, sizeof now, a->now);
+    const char *p[2] = {a->sha256, now};
+    PGresult *r = PQexecParams(w,
+        "UPDATE enrollment_tokens SET uses = uses + 1 WHERE sha256 = $1 AND revoked_at = 0"
+        " AND expires_at > $2 AND uses < max_uses RETURNING name",
+        2, NULL, p, NULL, NULL, 0);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+        int rc = pg_fail(w, r, what, err, errlen);
+        PQclear(r);
+        return rc;
+    }
+    if (PQntuples(r) > 0) {
+        a->use = STORE_ENROLL_OK;
+        snprintf(a->name, sizeof a->name, "%s", PQgetvalue(r, 0, 0));
+        PQclear(r);
+        return 0;
+    }
+    PQclear(r);
+    /* Refused: only the reason is left to find, and nothing is counted. */
+    r = PQexecParams(w,
+        "SELECT name, revoked_at <> 0, expires_at <= $2, uses >= max_uses FROM enrollment_tokens"
+        " WHERE sha256 = $1", 2, NULL, p, NULL, NULL, 0);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+        int rc = pg_fail(w, r, what, err, errlen);
+        PQclear(r);
+        return rc;
+    }
+    if (PQntuples(r) == 0) {
+        a->use = STORE_ENROLL_UNKNOWN;
+    } else {
+        snprintf(a->name, sizeof a->name, "%s", PQgetvalue(r, 0, 0));
+        if (PQgetvalue(r, 0, 1)[0] == 't') a->use = STORE_ENROLL_REVOKED;
+        else if (PQgetvalue(r, 0, 2)[0] == 't') a->use = STORE_ENROLL_EXPIRED;
+        else a->use = STORE_ENROLL_USED_UP;
+    }
+    PQclear(r);
+    return 0;
+}
+
+static int pg_use_enroll_token(store *st, const char *sha256, int64_t now, store_enroll_use *use,
+                               char *name, size_t namelen, char *err, size_t errlen)
+{
+    struct use_token_args a = {.sha256 = nz(sha256), .now = now, .use = STORE_ENROLL_UNKNOWN};
+    int rc = submit(impl(st), w_use_token, &a, err, errlen);
+    *use = a.use;
+    if (name && namelen) snprintf(name, namelen, "%s", rc == 0 ? a.name : "");
+    return rc;
+}
+
+static int pg_list_enroll_tokens(store *st, store_enroll_token_list *out, char *err, size_t errlen)
+{
+    static const char *what = "list enrollment tokens";
+    out->items = NULL;
+    out->n = 0;
+    PGresult *r;
+    int rc = rd_query(impl(st), Q_TOKENS_LIST, 0, NULL, what, &r, err, errlen);
+    if (rc != 0) return rc;
+    int n = PQntuples(r), oom = 0;
+    if (n > 0 && !(out->items = calloc((size_t)n, sizeof *out->items))) oom = 1;
+    for (int i = 0; i < n && !oom; i++) {
+        store_enroll_token *t = &out->items[out->n++];
+        t->name = dupv(r, i, 0, &oom);
+        t->created_at = i64v(r, i, 1);
+        t->expires_at = i64v(r, i, 2);
+        t->max_uses = (int32_t)i64v(r, i, 3);
+        t->uses = (int32_t)i64v(r, i, 4);
+        t->revoked_at = i64v(r, i, 5);
+    }
+    PQclear(r);
+    if (oom) {
+        store_enroll_token_list_free(out);
+        return oom_fail(what, err, errlen);
+    }
+    return 0;
+}
+
+struct revoke_args {
+    const char *name;
+    int64_t now;
+    int found;
+};
+
+static int w_revoke_token(PGconn *w, void *arg, char *err, size_t errlen)
+{
+    struct revoke_args *a = arg;
+    char now[24];
+    i64s(now, sizeof now, a->now > 0 ? a->now : 1); /* 0 would read "not revoked" */
+    const char *p[2] = {a->name, now};
+    long changed = 0;
+    int rc = param_exec(w, "UPDATE enrollment_tokens SET revoked_at = $2 WHERE name = $1 AND revoked_at = 0",
+                        2, p, "revoke enrollment token", &changed, err, errlen);
+    if (rc == 0) a->found = changed > 0;
+    return rc;
+}
+
+static int pg_revoke_enroll_token(store *st, const char *name, int64_t now, int *found, char *err,
+                                  size_t errlen)
+{
+    struct revoke_args a = {nz(name), now, 0};
+    int rc = submit(impl(st), w_revoke_token, &a, err, errlen);
+    if (found) *found = rc == 0 && a.found;
+    return rc;
+}
+
 /* ---- replicas: the coordination thread -----------------------------------------------------
  * One connection of its own holds the leader lease (a session advisory lock, so it goes with
  * the session: a replica that dies or loses the server loses it at once, and the server hands
@@ -2462,4 +2693,10 @@ static const store_driver pg_driver = {
     .is_leader = pg_is_leader,
     .notify = pg_notify_send,
     .set_notice_handler = pg_set_notice_handler,
+    .set_node_secret = pg_set_node_secret,
+    .get_node_secret = pg_get_node_secret,
+    .add_enroll_token = pg_add_enroll_token,
+    .use_enroll_token = pg_use_enroll_token,
+    .list_enroll_tokens = pg_list_enroll_tokens,
+    .revoke_enroll_token = pg_revoke_enroll_token,
 };

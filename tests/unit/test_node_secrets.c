@@ -1,6 +1,11 @@
-/* store: node secrets and enrollment tokens in the SQLite driver -- use counting (also under
- * concurrent enrollments), expiry, revocation, duplicate names, and a deleted node losing its
- * secret; the migration adds the tables to an existing database. */
+/* store: node secrets and enrollment tokens -- use counting (also under concurrent enrollments),
+ * expiry, revocation, duplicate names, and a deleted node losing its secret; the migration adds
+ * the tables to an existing database.
+ *
+ * On SQLite by default; on PostgreSQL when OPS_TEST_STORE_DRIVER=postgres and
+ * OPS_TEST_STORE_DSN name a server (tests/integration/test_store_pg.sh), each test from an empty
+ * schema; there the concurrent enrollments also come through a second store handle, as from a
+ * second manager on the same database. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <libpq-fe.h>
+#include <sqlite3.h>
+
 #include "manager/store.h"
 
 #define H1 "1111111111111111111111111111111111111111111111111111111111111111"
@@ -21,7 +29,14 @@
 typedef struct fixture {
     char dir[64], path[128], err[512];
     store *s;
+    int pg;          /* running on PostgreSQL */
+    const char *dsn; /* the file's path, or the server's DSN */
 } fixture;
+
+static store_config test_cfg(const fixture *f)
+{
+    return (store_config){.driver = f->pg ? "postgres" : "sqlite", .dsn = f->dsn};
+}
 
 static int setup(void **state)
 {
@@ -29,8 +44,21 @@ static int setup(void **state)
     snprintf(f->dir, sizeof f->dir, "/tmp/test_secrets.XXXXXX");
     if (!mkdtemp(f->dir)) return -1;
     snprintf(f->path, sizeof f->path, "%s/ops.db", f->dir);
-    store_config cfg = {.driver = "sqlite", .dsn = f->path};
-    if (!(f->s = store_open(&cfg, f->err, sizeof f->err))) return -1;
+    const char *drv = getenv("OPS_TEST_STORE_DRIVER");
+    f->pg = drv && strcmp(drv, "postgres") == 0;
+    f->dsn = f->pg ? getenv("OPS_TEST_STORE_DSN") : f->path;
+    if (f->pg) {
+        if (!f->dsn) { fprintf(stderr, "OPS_TEST_STORE_DSN is not set\n"); return -1; }
+        PGconn *c = PQconnectdb(f->dsn);
+        PGresult *r = PQexec(c, "SET client_min_messages = warning; DROP SCHEMA public CASCADE; CREATE SCHEMA public");
+        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok) fprintf(stderr, "reset schema: %s", PQerrorMessage(c));
+        PQclear(r);
+        PQfinish(c);
+        if (!ok) return -1;
+    }
+    store_config cfg = test_cfg(f);
+    if (!(f->s = store_open(&cfg, f->err, sizeof f->err))) { fprintf(stderr, "open: %s\n", f->err); return -1; }
     *state = f;
     return 0;
 }
@@ -135,10 +163,18 @@ static void concurrent_uses_never_exceed_max(void **state)
 {
     fixture *f = *state;
     assert_int_equal(store_add_enroll_token(f->s, "race", H3, 100, 1000, 7, f->err, sizeof f->err), 0);
+    /* PostgreSQL: half the racers go through a second handle (other connections, as a second
+     * manager would), so the count must hold in the database, not just in one writer queue. */
+    store *other = f->s;
+    if (f->pg) {
+        store_config cfg = test_cfg(f);
+        other = store_open(&cfg, f->err, sizeof f->err);
+        assert_non_null(other);
+    }
     pthread_t th[4];
     struct racer r[4];
     for (int i = 0; i < 4; i++) {
-        r[i] = (struct racer){f->s, 0};
+        r[i] = (struct racer){i % 2 ? other : f->s, 0};
         assert_int_equal(pthread_create(&th[i], NULL, race, &r[i]), 0);
     }
     int total = 0;
@@ -146,6 +182,7 @@ static void concurrent_uses_never_exceed_max(void **state)
         pthread_join(th[i], NULL);
         total += r[i].ok;
     }
+    if (other != f->s) store_close(other);
     assert_int_equal(total, 7);
 }
 
@@ -155,7 +192,7 @@ static void survives_reopen(void **state)
     assert_int_equal(store_add_enroll_token(f->s, "keep", H1, 100, 1000, 1, f->err, sizeof f->err), 0);
     assert_int_equal(store_set_node_secret(f->s, "n9", H2, 100, f->err, sizeof f->err), 0);
     store_close(f->s);
-    store_config cfg = {.driver = "sqlite", .dsn = f->path};
+    store_config cfg = test_cfg(f);
     f->s = store_open(&cfg, f->err, sizeof f->err);
     assert_non_null(f->s);
     char h[65];
@@ -167,6 +204,37 @@ static void survives_reopen(void **state)
     store_enroll_token_list_free(&l);
 }
 
+/* A database from before node authentication (SQLite 3, PostgreSQL 2) gains the tables. */
+static void migration_adds_tables(void **state)
+{
+    fixture *f = *state;
+    store_close(f->s);
+    f->s = NULL;
+    const char *sql = f->pg ? "DROP TABLE node_secrets; DROP TABLE enrollment_tokens; UPDATE schema_version SET version = 2"
+                            : "DROP TABLE node_secrets; DROP TABLE enrollment_tokens; UPDATE schema_version SET version = 3";
+    if (f->pg) {
+        PGconn *c = PQconnectdb(f->dsn);
+        PGresult *r = PQexec(c, sql);
+        assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+        PQclear(r);
+        PQfinish(c);
+    } else {
+        sqlite3 *db;
+        assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+        assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(db);
+    }
+    store_config cfg = test_cfg(f);
+    f->s = store_open(&cfg, f->err, sizeof f->err);
+    assert_non_null(f->s);
+    char h[65];
+    assert_int_equal(store_get_node_secret(f->s, "n1", h, f->err, sizeof f->err), STORE_NOT_FOUND);
+    assert_int_equal(store_set_node_secret(f->s, "n1", H1, 100, f->err, sizeof f->err), 0);
+    assert_int_equal(store_add_enroll_token(f->s, "t", H2, 100, 1000, 1, f->err, sizeof f->err), 0);
+    assert_int_equal(store_get_node_secret(f->s, "n1", h, f->err, sizeof f->err), STORE_OK);
+    assert_string_equal(h, H1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -174,6 +242,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(token_uses_expiry_revocation, setup, teardown),
         cmocka_unit_test_setup_teardown(concurrent_uses_never_exceed_max, setup, teardown),
         cmocka_unit_test_setup_teardown(survives_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(migration_adds_tables, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

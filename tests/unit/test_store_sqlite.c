@@ -165,7 +165,7 @@ static void schema_created_and_versioned(void **state)
     exec_sql(f, "UPDATE schema_version SET version = 99");
     store_config cfg = test_cfg(f, 0);
     assert_null(store_open(&cfg, f->err, sizeof f->err));
-    assert_non_null(strstr(f->err, f->pg ? "database schema version 99 is newer than this program's (2)"
+    assert_non_null(strstr(f->err, f->pg ? "database schema version 99 is newer than this program's (3)"
                                          : "database schema version 99 is newer than this program's (4)"));
     if (!f->pg) assert_non_null(strstr(f->err, f->path));
 
