@@ -499,27 +499,43 @@ static void peer_release(rpc_server *s, struct peer_entry *pe)
 
 /* ---- asynchronous server streams ---------------------------------------------------------- */
 
-/* Caller holds c->mu; the queue is not empty and nothing is in flight. */
-static void async_send_head(rpc_ctx *c)
-{
+/* A send batch for the queue's head, prepared under c->mu (the queue is not empty and nothing
+ * is in flight) and started after unlocking: starting a batch may write to the socket inline,
+ * and a worker finishing the previous send must not wait for that on c->mu. */
+static void async_drop_queue(rpc_ctx *c);
+static void async_finish(rpc_ctx *c);
+
+typedef struct async_batch {
     grpc_op ops[2];
-    memset(ops, 0, sizeof ops);
-    size_t n = 0;
+    size_t n;
+} async_batch;
+
+static void async_prepare(rpc_ctx *c, async_batch *b)
+{
+    memset(b, 0, sizeof *b);
     if (!c->sent_initial_md) {
-        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        b->ops[b->n++].op = GRPC_OP_SEND_INITIAL_METADATA;
         c->sent_initial_md = 1;
     }
-    ops[n].op = GRPC_OP_SEND_MESSAGE;
-    ops[n].data.send_message.send_message = c->aq[c->aq_head];
-    n++;
-    atomic_fetch_add(&c->refs, 1); /* the batch's */
+    b->ops[b->n].op = GRPC_OP_SEND_MESSAGE;
+    b->ops[b->n].data.send_message.send_message = c->aq[c->aq_head];
+    b->n++;
+    atomic_fetch_add(&c->refs, 1); /* the batch's; the caller holds another, so never the last */
     c->a_sending = 1;
-    if (grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL) != GRPC_CALL_OK) {
-        /* cannot happen with one send at a time; treat the stream as broken */
-        c->a_sending = 0;
-        c->a_over = 1;
-        atomic_fetch_sub(&c->refs, 1); /* the caller still holds one, so never the last */
-    }
+}
+
+static void async_start(rpc_ctx *c, async_batch *b)
+{
+    if (grpc_call_start_batch(c->call, b->ops, b->n, &c->t_send, NULL) == GRPC_CALL_OK) return;
+    /* cannot happen with one send at a time; treat the stream as broken */
+    pthread_mutex_lock(&c->mu);
+    c->a_sending = 0;
+    c->a_over = 1;
+    async_drop_queue(c);
+    int fin = c->a_completing;
+    pthread_mutex_unlock(&c->mu);
+    atomic_fetch_sub(&c->refs, 1);
+    if (fin) async_finish(c);
 }
 
 /* Caller holds c->mu. */
@@ -553,8 +569,11 @@ int rpc_ctx_push(rpc_ctx *c, const ProtobufCMessage *msg)
     int waiting = (int)c->aq_len;
     c->aq[(c->aq_head + c->aq_len) % c->aq_cap] = bb;
     c->aq_len++;
-    if (!c->a_sending) async_send_head(c);
+    async_batch b;
+    int start = !c->a_sending;
+    if (start) async_prepare(c, &b);
     pthread_mutex_unlock(&c->mu);
+    if (start) async_start(c, &b);
     return waiting;
 }
 
@@ -628,10 +647,16 @@ static void async_sent(rpc_ctx *c, int ok)
     c->a_sending = 0;
     if (!ok) c->a_over = 1;
     if (c->a_over) async_drop_queue(c);
-    int fin = 0;
-    if (c->aq_len > 0 && !c->a_over) async_send_head(c);
-    else if (c->a_completing) fin = 1;
+    int fin = 0, start = 0;
+    async_batch b;
+    if (c->aq_len > 0 && !c->a_over) {
+        async_prepare(c, &b);
+        start = 1;
+    } else if (c->a_completing) {
+        fin = 1;
+    }
     pthread_mutex_unlock(&c->mu);
+    if (start) async_start(c, &b);
     if (fin) async_finish(c);
     if (!ok) async_end(c);
 }
