@@ -28,10 +28,12 @@
  *   --disrupt-cmd CMD --disrupt-at S: at S s after the start CMD runs (it restarts the manager;
  *     the mark is just before it). Calls that fail from the mark until every daemon is back are
  *     counted apart (down_failures), not as errors. A daemon is back when, after the mark, it
- *     had a heartbeat answered and its stream is open again; reporting, when its metrics were
- *     stored too (a daemon that had to register again sends its heartbeat and the report its
- *     spool holds at once, like the real daemon's spool flush). Reported: all_back_s,
- *     all_reporting_s (-1 if not all did), and per second after the mark how many daemons
+ *     had a heartbeat answered and its stream is open again (all_back_s: the last one's time,
+ *     from the daemons' own marks); all are reporting once every daemon is back and none has
+ *     a metrics report spooled or overdue (all_reporting_s, checked once a second). A daemon
+ *     that had to register again sends its heartbeat and the report its spool holds at once,
+ *     like the real daemon's spool flush. -1 = not reached. Per second after the mark: how
+ *     many daemons
  *     registered again and how many reopened their stream (max fractions of N, and the
  *     histogram on stderr).
  *   --samples FILE with --warmup S: the manager samples go to FILE too, and the RSS and fd
@@ -47,7 +49,8 @@
  * source addresses are needed.
  *
  * Output: a key=value line every 10 s on stderr, and one summary line on stdout at the end:
- * per call type (reg hb rm sync res) count and p50/p99/p999/max latency in microseconds,
+ * per call type (reg hb rm sync res) count and p50/p99/p999/max latency in microseconds (of
+ * answered calls), the generator's own CPU (% of one core over the run) and peak RSS,
  * errors by code name, stream opens and ends, the manager samples, the scenario's results.
  * Exit 0 when there was no error (and, with --publish-cmd, every daemon got the event), 1
  * otherwise, 2 on usage. */
@@ -59,6 +62,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -112,7 +116,7 @@ typedef struct vd {
     uint64_t res_ring[RES_RING];
     int res_n;
     /* scenario marks (0 = not yet) */
-    double back_hb_t, back_rm_t, rereg_t, event_t;
+    double back_hb_t, rereg_t, event_t;
 } vd;
 
 struct fleet {
@@ -130,6 +134,7 @@ struct fleet {
     /* marks: written by the main thread, read by callbacks */
     _Atomic double mark_t;  /* publish or disruption */
     _Atomic double all_back_t; /* disruption: when the last daemon was back (0 = not yet) */
+    double all_reporting_t;    /* ... and none had a report waiting (main thread only) */
     /* stats, under st_mu */
     pthread_mutex_t st_mu;
     lat_buf lat[K_COUNT];
@@ -279,7 +284,7 @@ static void start_sync(vd *d, const char *status, const int *pids)
     fleet *f = d->f;
     Proto__SyncAgentStatesRequest req = PROTO__SYNC_AGENT_STATES_REQUEST__INIT;
     Proto__AgentState st[MAX_AGENTS], *stp[MAX_AGENTS];
-    char ids[MAX_AGENTS][16];
+    char ids[MAX_AGENTS][24];
     int64_t now = (int64_t)time(NULL);
     for (int i = 0; i < f->agents; i++) {
         proto__agent_state__init(&st[i]);
@@ -370,7 +375,6 @@ static void on_call(void *user, ProtobufCMessage *m, const rpc_result *res)
             break;
         case K_RM:
             d->rm_spooled = 0;
-            if (mark > 0 && t >= mark && !d->back_rm_t) d->back_rm_t = t;
             break;
         case K_SYNC:
             d->sync_due = f->sync_every_s > 0 ? t + f->sync_every_s : 1e300;
@@ -687,7 +691,7 @@ static int cmp_double(const void *a, const void *b)
 static void print_lat(fleet *f, int k)
 {
     lat_buf *b = &f->lat[k];
-    qsort(b->v, b->n, sizeof *b->v, cmp_float);
+    if (b->n) qsort(b->v, b->n, sizeof *b->v, cmp_float);
 #define PCT(p) (b->n ? b->v[(size_t)((double)(b->n - 1) * (p))] : 0)
     printf(" %s_calls=%zu %s_p50_us=%.0f %s_p99_us=%.0f %s_p999_us=%.0f %s_max_us=%.0f", kind_name[k], b->n, kind_name[k], PCT(0.5),
            kind_name[k], PCT(0.99), kind_name[k], PCT(0.999), kind_name[k], b->n ? b->v[b->n - 1] : 0);
@@ -882,13 +886,16 @@ int main(int argc, char **argv)
         /* Once a second: readiness, scenario marks, progress. */
         if (t >= next_check) {
             next_check = t + 1;
-            int reg = 0, open_long = 0, back = 0, delivered = 0;
+            int reg = 0, open_long = 0, back = 0, reporting = 0, delivered = 0;
             for (int i = 0; i < f->n; i++) {
                 vd *d = &f->vds[i];
                 pthread_mutex_lock(&d->mu);
                 reg += d->registered;
                 open_long += d->stream_open == 1 && t - d->stream_open_t >= 2;
-                back += d->back_hb_t > 0 && d->stream_open == 1;
+                int b = d->back_hb_t > 0 && d->stream_open == 1;
+                back += b;
+                /* reporting: nothing spooled, no report overdue (by more than a second) */
+                reporting += b && !d->rm_spooled && t < d->rm_due + 1;
                 delivered += d->event_t > 0;
                 pthread_mutex_unlock(&d->mu);
             }
@@ -912,6 +919,10 @@ int main(int argc, char **argv)
                  * has seen the restarted manager. */
                 atomic_store(&f->all_back_t, t);
                 fprintf(stderr, "fleet: all %d back %.1f s after the restart began\n", f->n, t - mark);
+            }
+            if (f->disrupt_cmd && atomic_load(&f->all_back_t) > 0 && !f->all_reporting_t && reporting == f->n) {
+                f->all_reporting_t = t;
+                fprintf(stderr, "fleet: all %d reporting %.1f s after the restart began\n", f->n, t - mark);
             }
             if (f->publish_cmd && mark > 0 && delivered == f->n) all_delivered = 1;
             if (t >= next_iv) {
@@ -939,13 +950,13 @@ int main(int argc, char **argv)
     pthread_join(f->sampler, NULL);
     if (cmd_started) pthread_join(cmd_th, NULL);
     /* Snapshot the scenario results before the streams are torn down. */
-    double mark = atomic_load(&f->mark_t), all_back = atomic_load(&f->all_back_t);
+    double mark = atomic_load(&f->mark_t);
     int nsec = (int)(t_end - (mark > 0 ? mark : t_end)) + 2;
     int *h_reg = calloc((size_t)nsec, sizeof *h_reg), *h_stream = calloc((size_t)nsec, sizeof *h_stream);
     double *deliv = calloc((size_t)f->n, sizeof *deliv);
     if (!h_reg || !h_stream || !deliv) abort();
-    int n_deliv = 0, n_back = 0, n_reporting = 0, streams_open = 0;
-    double last_back = 0, last_reporting = 0;
+    int n_deliv = 0, n_back = 0, streams_open = 0;
+    double last_back = 0;
     for (int i = 0; i < f->n; i++) {
         vd *d = &f->vds[i];
         pthread_mutex_lock(&d->mu);
@@ -958,11 +969,6 @@ int main(int argc, char **argv)
                 n_back++;
                 double b = d->back_hb_t > d->stream_open_t ? d->back_hb_t : d->stream_open_t;
                 if (b > last_back) last_back = b;
-                if (d->back_rm_t > 0) {
-                    n_reporting++;
-                    if (d->back_rm_t > b) b = d->back_rm_t;
-                    if (b > last_reporting) last_reporting = b;
-                }
             }
             if (d->event_t > 0) deliv[n_deliv++] = d->event_t - mark;
         }
@@ -982,6 +988,11 @@ int main(int argc, char **argv)
     printf("nodes=%d channels=%d threads=%d seconds=%.1f hb_s=%.0f metrics_s=%.0f ready_s=%.1f calls=%ld calls_per_s=%.0f", f->n, f->n_ch,
            f->threads, el, f->hb_s, f->rm_s, ready_t ? ready_t - f->t_start : -1.0, calls, (double)calls / el);
     for (int k = 0; k < K_STREAM; k++) print_lat(f, k);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double self_cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+                      (double)ru.ru_stime.tv_usec / 1e6;
+    printf(" gen_cpu_pct=%.1f gen_rss_mib=%.0f", 100.0 * self_cpu / el, (double)ru.ru_maxrss / 1024.0);
     long errors = count_errors(f, 0);
     printf(" errors=%ld", errors);
     count_errors(f, 1);
@@ -1021,12 +1032,11 @@ int main(int argc, char **argv)
             if (h_stream[s] > max_stream) max_stream = h_stream[s];
             if (h_reg[s] || h_stream[s]) fprintf(stderr, "reconnect_s=%d reg=%d stream=%d\n", s, h_reg[s], h_stream[s]);
         }
-        printf(" down_failures=%ld back=%d all_back_s=%.1f reporting=%d all_reporting_s=%.1f max_rereg_per_s=%d max_rereg_frac=%.3f"
+        printf(" down_failures=%ld back=%d all_back_s=%.1f all_reporting_s=%.1f max_rereg_per_s=%d max_rereg_frac=%.3f"
                " max_stream_per_s=%d max_stream_frac=%.3f",
-               f->down_failures, n_back, n_back == f->n ? last_back - mark : -1.0, n_reporting,
-               n_reporting == f->n ? last_reporting - mark : -1.0, max_reg, (double)max_reg / f->n, max_stream,
+               f->down_failures, n_back, n_back == f->n ? last_back - mark : -1.0,
+               f->all_reporting_t > 0 ? f->all_reporting_t - mark : -1.0, max_reg, (double)max_reg / f->n, max_stream,
                (double)max_stream / f->n);
-        (void)all_back;
     }
     printf("\n");
     fflush(stdout);

@@ -33,7 +33,8 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 ulimit -u unlimited 2>/dev/null || true
 TOKEN=bench-$RANDOM$RANDOM
 SHA=$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)
-PORT=$(free_port 39500)
+# Below the ephemeral range (32768+), where another benchmark's client sockets may sit on it.
+PORT=$(free_port $((21000 + RANDOM % 4000)))
 D=$BT/mgr; mkdir -p "$D"
 cat > "$D/manager.yaml" <<YAML
 grpc: {host: 127.0.0.1, port: $PORT}
@@ -61,7 +62,7 @@ start_mgr() {
     kill -0 "$(cat "$PIDF")" 2>/dev/null || break
     sleep 0.1
   done
-  echo "manager did not start; log:" >&2; tail -20 "$D/manager.log" "$D/manager.stderr" >&2 || true
+  echo "manager did not start; log:" >&2; tail -n 20 "$D/manager.log" "$D/manager.stderr" >&2 || true
   return 1
 }
 bench_extra_cleanup() { [ -s "$PIDF" ] && stop_pid "$(cat "$PIDF")"; }
@@ -114,6 +115,6 @@ grep -v '^t=' "$BT/fleet.err" >&2 || true
 [ -f "$BT/restart.out" ] && echo "# restart: $(cat "$BT/restart.out")"
 if [ $rc -ne 0 ]; then
   echo "# generator exit $rc; progress lines:" >&2; grep '^t=' "$BT/fleet.err" | tail -5 >&2
-  echo "# manager log (last lines):" >&2; tail -5 "$D/manager.log" >&2 || true
+  echo "# manager log (last lines):" >&2; tail -n 5 "$D/manager.log" >&2 || true
 fi
 exit $rc
