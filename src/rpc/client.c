@@ -474,14 +474,52 @@ void rpc_stream_close(rpc_stream *st)
 
 /* ---- asynchronous unary calls ------------------------------------------------------------- */
 
+/* Every tag a loop's queues see starts with this: the completion handler of one batch. Batches
+ * of one call all go to one queue, served by one thread, so a call's handlers never overlap. */
+typedef struct loop_tag loop_tag;
+struct loop_tag {
+    void (*done)(loop_tag *t, int success);
+};
+
 struct rpc_loop {
     int n;
     grpc_completion_queue **cqs;
     pthread_t *threads;
     atomic_uint next;
+    /* Open async streams, so that rpc_loop_free() can cancel them (their queues would never
+     * drain otherwise). */
+    pthread_mutex_t mu;
+    rpc_astream *streams;
+};
+
+/* An async server stream: a start batch (send the request, receive the initial metadata and,
+ * at the end, the status) and one receive batch at a time, so messages reach the caller in
+ * order. pending counts the batches in flight; on_end runs when the status is in
+ * and none is left. Two references: the loop's (until on_end has returned) and the caller's
+ * (until rpc_stream_async_release()), so cancel is safe whenever the caller holds one. */
+struct rpc_astream {
+    loop_tag recv_tag, status_tag;
+    rpc_loop *loop;
+    rpc_astream *prev, *next; /* loop->streams, under loop->mu */
+    grpc_call *call;
+    const ProtobufCMessageDescriptor *desc;
+    rpc_stream_msg_cb on_msg;
+    rpc_stream_end_cb on_end;
+    void *user;
+    grpc_byte_buffer *req_bb, *recv_bb;
+    grpc_metadata md[MAX_MD];
+    size_t nmd;
+    char tid[40];
+    grpc_metadata_array init_md, trail_md;
+    grpc_status_code status;
+    grpc_slice details;
+    atomic_int pending, refs;
+    int status_in;
+    int bad_message; /* a message did not decode: the call was cancelled, the end says INTERNAL */
 };
 
 struct async_call {
+    loop_tag tag;
     grpc_call *call;
     const ProtobufCMessageDescriptor *resp_desc;
     rpc_unary_cb cb;
@@ -495,8 +533,10 @@ struct async_call {
     grpc_slice details;
 };
 
-static void async_done(struct async_call *a)
+static void async_done(loop_tag *t, int success)
 {
+    (void)success; /* RECV_STATUS always completes with a status, whatever happened */
+    struct async_call *a = (struct async_call *)t;
     rpc_result res;
     memset(&res, 0, sizeof res);
     res.attempts = 1;
@@ -526,7 +566,10 @@ static void *loop_main(void *arg)
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
-        if (ev.type == GRPC_OP_COMPLETE) async_done(ev.tag);
+        if (ev.type == GRPC_OP_COMPLETE) {
+            loop_tag *t = ev.tag;
+            t->done(t, ev.success);
+        }
     }
     return NULL;
 }
@@ -538,6 +581,7 @@ rpc_loop *rpc_loop_new(int threads, char *err, size_t errlen)
     rpc_loop *l = calloc(1, sizeof *l);
     if (!l) abort();
     l->n = threads;
+    pthread_mutex_init(&l->mu, NULL);
     l->cqs = calloc((size_t)threads, sizeof *l->cqs);
     l->threads = calloc((size_t)threads, sizeof *l->threads);
     if (!l->cqs || !l->threads) abort();
@@ -558,6 +602,9 @@ rpc_loop *rpc_loop_new(int threads, char *err, size_t errlen)
 void rpc_loop_free(rpc_loop *l)
 {
     if (!l) return;
+    pthread_mutex_lock(&l->mu);
+    for (rpc_astream *s = l->streams; s; s = s->next) grpc_call_cancel(s->call, NULL);
+    pthread_mutex_unlock(&l->mu);
     /* Shutdown is queued behind every pending completion, so in-flight calls finish first. */
     for (int i = 0; i < l->n; i++) grpc_completion_queue_shutdown(l->cqs[i]);
     for (int i = 0; i < l->n; i++) {
@@ -566,6 +613,7 @@ void rpc_loop_free(rpc_loop *l)
     }
     free(l->cqs);
     free(l->threads);
+    pthread_mutex_destroy(&l->mu);
     free(l);
     grpc_shutdown();
 }
@@ -576,6 +624,7 @@ int rpc_call_unary_async(rpc_loop *l, rpc_channel *ch, const char *method, const
 {
     struct async_call *a = calloc(1, sizeof *a);
     if (!a) abort();
+    a->tag.done = async_done;
     a->resp_desc = resp_desc;
     a->cb = cb;
     a->user = user;
@@ -597,7 +646,165 @@ int rpc_call_unary_async(rpc_loop *l, rpc_channel *ch, const char *method, const
         a->status = GRPC_STATUS_INTERNAL;
         grpc_slice_unref(a->details);
         a->details = grpc_slice_from_copied_string(grpc_call_error_to_string(e));
-        async_done(a);
+        async_done(&a->tag, 0);
     }
     return 0;
+}
+
+/* ---- asynchronous server streams ----------------------------------------------------------- */
+
+static void astream_unref(rpc_astream *s)
+{
+    if (atomic_fetch_sub(&s->refs, 1) != 1) return;
+    for (size_t i = 1; i < s->nmd; i++) { /* [0] is the trace id, pointing into s->tid */
+        grpc_slice_unref(s->md[i].key);
+        grpc_slice_unref(s->md[i].value);
+    }
+    if (s->req_bb) grpc_byte_buffer_destroy(s->req_bb);
+    if (s->recv_bb) grpc_byte_buffer_destroy(s->recv_bb);
+    grpc_slice_unref(s->details);
+    grpc_metadata_array_destroy(&s->init_md);
+    grpc_metadata_array_destroy(&s->trail_md);
+    grpc_call_unref(s->call);
+    free(s);
+}
+
+static void astream_maybe_end(rpc_astream *s)
+{
+    if (!s->status_in || atomic_load(&s->pending) != 0) return;
+    rpc_result res;
+    memset(&res, 0, sizeof res);
+    res.attempts = 1;
+    if (s->bad_message) {
+        const char *msg = "stream message is not a valid message of the expected type";
+        set_result(&res, RPC_INTERNAL, msg, strlen(msg));
+    } else {
+        set_result(&res, (int)s->status, (const char *)GRPC_SLICE_START_PTR(s->details), GRPC_SLICE_LENGTH(s->details));
+    }
+    rpc_loop *l = s->loop;
+    pthread_mutex_lock(&l->mu);
+    if (s->prev) s->prev->next = s->next;
+    else l->streams = s->next;
+    if (s->next) s->next->prev = s->prev;
+    pthread_mutex_unlock(&l->mu);
+    s->on_end(s->user, &res);
+    astream_unref(s);
+}
+
+/* Starts the next receive; its count in pending was taken by the caller. */
+static void astream_recv(rpc_astream *s)
+{
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &s->recv_bb;
+    if (grpc_call_start_batch(s->call, &op, 1, &s->recv_tag, NULL) != GRPC_CALL_OK) {
+        /* Cannot read on: end the call (its status batch then completes). Should the status be
+         * in already, this is the last count and ends the stream here. */
+        grpc_call_cancel(s->call, NULL);
+        if (atomic_fetch_sub(&s->pending, 1) == 1) astream_maybe_end(s);
+    }
+}
+
+static void astream_recv_done(loop_tag *t, int success)
+{
+    (void)success; /* no message (NULL) is what tells that the stream is over */
+    rpc_astream *s = (rpc_astream *)((char *)t - offsetof(rpc_astream, recv_tag));
+    grpc_byte_buffer *bb = s->recv_bb;
+    s->recv_bb = NULL;
+    if (bb) {
+        ProtobufCMessage *m = NULL;
+        int rc = wire_decode(bb, s->desc, NULL, &m);
+        grpc_byte_buffer_destroy(bb);
+        if (rc != 0) {
+            s->bad_message = 1;
+            grpc_call_cancel(s->call, NULL);
+        } else {
+            s->on_msg(s->user, m);
+            atomic_fetch_add(&s->pending, 1);
+            astream_recv(s);
+        }
+    }
+    atomic_fetch_sub(&s->pending, 1);
+    astream_maybe_end(s);
+}
+
+static void astream_status_done(loop_tag *t, int success)
+{
+    (void)success;
+    rpc_astream *s = (rpc_astream *)((char *)t - offsetof(rpc_astream, status_tag));
+    s->status_in = 1;
+    atomic_fetch_sub(&s->pending, 1);
+    astream_maybe_end(s);
+}
+
+int rpc_stream_async_open(rpc_loop *l, rpc_channel *ch, const char *method, const ProtobufCMessage *req,
+                          const ProtobufCMessageDescriptor *msg_desc, const rpc_call_opts *o, rpc_stream_msg_cb on_msg,
+                          rpc_stream_end_cb on_end, void *user, rpc_astream **out)
+{
+    rpc_astream *s = calloc(1, sizeof *s);
+    if (!s) abort();
+    s->recv_tag.done = astream_recv_done;
+    s->status_tag.done = astream_status_done;
+    s->loop = l;
+    s->desc = msg_desc;
+    s->on_msg = on_msg;
+    s->on_end = on_end;
+    s->user = user;
+    s->req_bb = wire_encode(req);
+    s->details = grpc_empty_slice();
+    s->status = GRPC_STATUS_UNKNOWN;
+    grpc_metadata_array_init(&s->init_md);
+    grpc_metadata_array_init(&s->trail_md);
+    atomic_init(&s->refs, out ? 2 : 1);
+    atomic_init(&s->pending, 2); /* the start batch and the first receive */
+    if (out) *out = s;
+    grpc_completion_queue *cq = l->cqs[atomic_fetch_add(&l->next, 1) % (unsigned)l->n];
+    s->call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, grpc_slice_from_static_string(method), NULL,
+                                       deadline_after(o ? o->timeout_ms : 0), NULL);
+    s->nmd = build_md(s->md, o, s->tid, 1);
+    pthread_mutex_lock(&l->mu);
+    s->next = l->streams;
+    if (l->streams) l->streams->prev = s;
+    l->streams = s;
+    pthread_mutex_unlock(&l->mu);
+
+    /* The status rides with the start: that batch completes when the call is over. */
+    grpc_op ops[5];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = s->nmd;
+    ops[0].data.send_initial_metadata.metadata = s->md;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = s->req_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->init_md;
+    ops[4].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[4].data.recv_status_on_client.trailing_metadata = &s->trail_md;
+    ops[4].data.recv_status_on_client.status = &s->status;
+    ops[4].data.recv_status_on_client.status_details = &s->details;
+    grpc_call_error e = grpc_call_start_batch(s->call, ops, 5, &s->status_tag, NULL);
+    if (e != GRPC_CALL_OK) {
+        /* Nothing is in flight: end it here, on the caller's thread. */
+        s->status = GRPC_STATUS_INTERNAL;
+        grpc_slice_unref(s->details);
+        s->details = grpc_slice_from_copied_string(grpc_call_error_to_string(e));
+        s->status_in = 1;
+        atomic_store(&s->pending, 0);
+        astream_maybe_end(s);
+        return 0;
+    }
+    astream_recv(s);
+    return 0;
+}
+
+void rpc_stream_async_cancel(rpc_astream *s)
+{
+    grpc_call_cancel(s->call, NULL); /* thread-safe in the core; a no-op once the call is over */
+}
+
+void rpc_stream_async_release(rpc_astream *s)
+{
+    if (s) astream_unref(s);
 }

@@ -89,12 +89,39 @@ typedef struct rpc_loop rpc_loop;
 typedef void (*rpc_unary_cb)(void *user, ProtobufCMessage *resp, const rpc_result *res);
 
 rpc_loop *rpc_loop_new(int threads, char *err, size_t errlen);
-/* Waits for every call in flight to end (their callbacks run), then stops the threads. */
+/* Cancels the async streams still open, waits for every call in flight to end (their
+ * callbacks run), then stops the threads. */
 void rpc_loop_free(rpc_loop *l);
 /* Starts the call; cb runs exactly once (also when the call cannot start). Returns 0. */
 int rpc_call_unary_async(rpc_loop *l, rpc_channel *ch, const char *method, const ProtobufCMessage *req,
                          const ProtobufCMessageDescriptor *resp_desc, const rpc_call_opts *opts,
                          rpc_unary_cb cb, void *user);
+
+/* ---- asynchronous server streams ----------------------------------------------------------
+ * Many open streams on a few loop threads (no thread per stream): each message is handed to
+ * on_msg on a loop thread, in order; on_end runs exactly once after the last message, with the
+ * final status (RPC_OK for a clean end, CANCELLED after rpc_stream_async_cancel()). All the
+ * callbacks of one stream run on one loop thread, never at the same time. Callbacks must not
+ * block for long: they hold up every other call on that thread. */
+typedef struct rpc_astream rpc_astream;
+/* msg is the caller's: free it with protobuf_c_message_free_unpacked(msg, NULL). */
+typedef void (*rpc_stream_msg_cb)(void *user, ProtobufCMessage *msg);
+/* res is valid during the callback only. */
+typedef void (*rpc_stream_end_cb)(void *user, const rpc_result *res);
+
+/* Opens a server-streaming call of method with req (opts->timeout_ms 0 = no deadline), decoding
+ * messages as msg_desc. Returns 0; a call that cannot start ends at once (on_end may then run
+ * on the calling thread before this returns). With out non-NULL, *out is a handle the caller
+ * holds until rpc_stream_async_release(), also after on_end; with out NULL the stream cannot be
+ * cancelled except by rpc_loop_free(), which cancels every stream still open. */
+int rpc_stream_async_open(rpc_loop *l, rpc_channel *ch, const char *method, const ProtobufCMessage *req,
+                          const ProtobufCMessageDescriptor *msg_desc, const rpc_call_opts *opts, rpc_stream_msg_cb on_msg,
+                          rpc_stream_end_cb on_end, void *user, rpc_astream **out);
+/* Ends the stream from any thread (on_end follows with CANCELLED unless it had already ended);
+ * a no-op after the end. The handle must still be released. */
+void rpc_stream_async_cancel(rpc_astream *s);
+/* Gives up the caller's handle; the stream itself goes on. NULL is ignored. */
+void rpc_stream_async_release(rpc_astream *s);
 
 /* A fresh trace id (32 hex characters) into buf (>= 33 bytes). */
 void rpc_new_trace_id(char *buf);
