@@ -91,6 +91,19 @@ int store_insert_metrics(store *s, const char *node_id, const store_metric_in *m
     return s->drv->insert_metrics(s, node_id, m, n, inserted, err, errlen);
 }
 
+void store_set_update_result_async(store *s, const char *node_id, uint64_t id, const char *outcome,
+                                   const char *message, int64_t at, store_result_fn cb, void *user)
+{
+    if (s->drv->set_update_result_async) {
+        s->drv->set_update_result_async(s, node_id, id, outcome, message, at, cb, user);
+        return;
+    }
+    char err[512] = "";
+    int found = 0;
+    int rc = s->drv->set_update_result(s, node_id, id, outcome, message, at, &found, err, sizeof err);
+    cb(user, rc, err, found);
+}
+
 void store_insert_metrics_async(store *s, const char *node_id, const store_metric_in *m, size_t n,
                                 store_done_fn cb, void *user)
 {

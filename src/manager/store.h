@@ -300,6 +300,13 @@ int store_insert_metrics(store *s, const char *node_id, const store_metric_in *m
 typedef void (*store_done_fn)(void *user, int rc, const char *err, size_t inserted);
 void store_insert_metrics_async(store *s, const char *node_id, const store_metric_in *m, size_t n,
                                 store_done_fn cb, void *user);
+/* store_set_update_result without blocking: cb(user, rc, err, found) runs exactly once, on the
+ * writer thread (or the caller's, when refused before it is queued, or when the driver has no
+ * asynchronous path), after the commit. The strings need only live until this call returns; cb
+ * must be quick and must not call the store. */
+typedef void (*store_result_fn)(void *user, int rc, const char *err, int found);
+void store_set_update_result_async(store *s, const char *node_id, uint64_t id, const char *outcome,
+                                   const char *message, int64_t at, store_result_fn cb, void *user);
 /* Retention: deletes metric points with ts < before, batch_limit rows per transaction (0 =
  * 5000) so ingestion waits at most one small batch. *deleted (may be NULL) = rows deleted,
  * also when it fails part way. */
@@ -453,6 +460,9 @@ typedef struct store_driver {
     /* optional: NULL makes store_insert_metrics_async call insert_metrics and then cb */
     void (*insert_metrics_async)(store *, const char *, const store_metric_in *, size_t, store_done_fn,
                                  void *);
+    /* optional: NULL makes store_set_update_result_async call set_update_result and then cb */
+    void (*set_update_result_async)(store *, const char *, uint64_t, const char *, const char *, int64_t,
+                                    store_result_fn, void *);
     int (*delete_metrics_before)(store *, int64_t, size_t, uint64_t *, char *, size_t);
     int (*delete_node)(store *, const char *, int *, char *, size_t);
     int (*list_nodes)(store *, const store_node_filter *, store_node_list *, char *, size_t);

@@ -1892,6 +1892,58 @@ static int sq_set_update_result(store *st, const char *node_id, uint64_t id, con
     return rc;
 }
 
+/* ReportEventResult's write without a waiting thread: the writer's commit calls back. */
+typedef struct async_result {
+    wreq r; /* first: async_result_done gets &r */
+    struct update_result_args a;
+    char *node_id, *outcome, *message;
+    store_result_fn cb;
+    void *user;
+    char err[512];
+} async_result;
+
+static void async_result_free(async_result *ar)
+{
+    free(ar->node_id);
+    free(ar->outcome);
+    free(ar->message);
+    free(ar);
+}
+
+static void async_result_done(wreq *r)
+{
+    async_result *ar = (async_result *)r;
+    ar->cb(ar->user, r->rc, ar->err, r->rc == 0 && ar->a.found);
+    async_result_free(ar);
+}
+
+static void sq_set_update_result_async(store *st, const char *node_id, uint64_t id, const char *outcome,
+                                       const char *message, int64_t at, store_result_fn cb, void *user)
+{
+    char err[512];
+    if (need_id(node_id, err, sizeof err) < 0) { cb(user, -1, err, 0); return; }
+    async_result *ar = calloc(1, sizeof *ar);
+    if (ar) {
+        ar->node_id = strdup(node_id);
+        ar->outcome = strdup(outcome ? outcome : "");
+        ar->message = strdup(message ? message : "");
+    }
+    if (!ar || !ar->node_id || !ar->outcome || !ar->message) {
+        if (ar) async_result_free(ar);
+        cb(user, -1, "record update result: out of memory", 0);
+        return;
+    }
+    ar->a = (struct update_result_args){ar->node_id, ar->outcome, ar->message, id, at, 0};
+    ar->cb = cb;
+    ar->user = user;
+    ar->r = (wreq){.fn = w_update_result, .arg = &ar->a, .err = ar->err, .errlen = sizeof ar->err,
+                   .state = REQ_PENDING, .cb = async_result_done};
+    if (submit_async(impl(st), &ar->r) != 0) {
+        async_result_free(ar);
+        cb(user, -1, "store is closing", 0);
+    }
+}
+
 /* An event is "superseded" when a later one exists for the same node and target. */
 #define UPD_SUPERSEDED                                                                          \
     "EXISTS (SELECT 1 FROM update_events l WHERE l.node_id = e.node_id AND l.kind = e.kind"     \
@@ -2260,6 +2312,7 @@ static const store_driver sqlite_driver = {
     .metric_stats = sq_metric_stats,
     .add_updates = sq_add_updates,
     .set_update_result = sq_set_update_result,
+    .set_update_result_async = sq_set_update_result_async,
     .compact_updates = sq_compact_updates,
     .list_updates_after = sq_list_updates_after,
     .list_updates = sq_list_updates,

@@ -430,6 +430,43 @@ static int subscribe(rpc_ctx *c, const void *reqv, void *user)
     return RPC_PENDING;
 }
 
+/* A ReportEventResult waiting for its commit. In the call's arena; the request's strings live
+ * as long as the call. */
+typedef struct result_call {
+    upd *u;
+    rpc_ctx *c;
+    Manager__EventResultResponse *resp;
+    const char *node_id, *outcome, *message;
+    uint64_t event_id;
+} result_call;
+
+/* On the store's writer thread (or this one when refused at once): answer the call. */
+static void result_stored(void *user, int rc, const char *err, int found)
+{
+    result_call *r = user;
+    rpc_ctx *c = r->c;
+    if (rc != 0) {
+        rpc_ctx_complete(c, rpc_ctx_errorf(c, RPC_UNAVAILABLE, "storing the result: %s", err));
+        return;
+    }
+    if (!found) {
+        rpc_ctx_complete(c, rpc_ctx_errorf(c, RPC_NOT_FOUND, "node %s has no event %llu", r->node_id,
+                                           (unsigned long long)r->event_id));
+        return;
+    }
+    upd *u = r->u;
+    pthread_mutex_lock(&u->mu);
+    u->results++;
+    pthread_cond_broadcast(&u->result_cv);
+    pthread_mutex_unlock(&u->mu);
+    char q[4200];
+    log_info("update.result", "node=%s event_id=%llu outcome=%s message=%s", r->node_id, (unsigned long long)r->event_id,
+             r->outcome, log_quote(q, sizeof q, r->message));
+    r->resp->success = 1;
+    r->resp->message = rpc_ctx_strdup(c, "recorded");
+    rpc_ctx_complete(c, RPC_OK);
+}
+
 static int report_result(rpc_ctx *c, const void *reqv, void *respv, void *user)
 {
     upd *u = user;
@@ -447,23 +484,18 @@ static int report_result(rpc_ctx *c, const void *reqv, void *respv, void *user)
         return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "outcome must be applied, rolled_back, refused or failed (got \"%.40s\")",
                               req->outcome);
     if (strlen(req->message) > 4096) return rpc_ctx_errorf(c, RPC_INVALID_ARGUMENT, "message is longer than 4096 bytes");
-    char err[512];
-    int found = 0;
-    if (store_set_update_result(u->st, req->node_id, req->event_id, req->outcome, req->message, (int64_t)time(NULL), &found, err,
-                                sizeof err) != 0)
-        return rpc_ctx_errorf(c, RPC_UNAVAILABLE, "storing the result: %s", err);
-    if (!found)
-        return rpc_ctx_errorf(c, RPC_NOT_FOUND, "node %s has no event %llu", req->node_id, (unsigned long long)req->event_id);
-    pthread_mutex_lock(&u->mu);
-    u->results++;
-    pthread_cond_broadcast(&u->result_cv);
-    pthread_mutex_unlock(&u->mu);
-    char q[4200];
-    log_info("update.result", "node=%s event_id=%llu outcome=%s message=%s", req->node_id, (unsigned long long)req->event_id,
-             req->outcome, log_quote(q, sizeof q, req->message));
-    resp->success = 1;
-    resp->message = rpc_ctx_strdup(c, "recorded");
-    return RPC_OK;
+    result_call *rc = rpc_ctx_alloc(c, sizeof *rc);
+    rc->u = u;
+    rc->c = c;
+    rc->resp = resp;
+    rc->node_id = req->node_id;
+    rc->event_id = req->event_id;
+    rc->outcome = req->outcome;
+    rc->message = req->message;
+    /* The write waits for a group commit: the call waits without a thread (RPC_PENDING). */
+    store_set_update_result_async(u->st, req->node_id, req->event_id, req->outcome, req->message, (int64_t)time(NULL),
+                                  result_stored, rc);
+    return RPC_PENDING;
 }
 
 /* ---- results, config pulls ------------------------------------------------------------------ */
@@ -631,11 +663,10 @@ upd *upd_new(const upd_opts *o, char *err, size_t errlen)
         return NULL;
     }
     u->replayer_started = 1;
-    /* Result writes wait for a commit: off the workers (RPC_METHOD_SLOW). */
     u->methods[0] = (rpc_method){"/manager.ManagerService/SubscribeUpdates", &manager__subscribe_updates_request__descriptor,
                                  &manager__update_event__descriptor, NULL, subscribe, u, RPC_METHOD_ASYNC};
     u->methods[1] = (rpc_method){"/manager.ManagerService/ReportEventResult", &manager__event_result_request__descriptor,
-                                 &manager__event_result_response__descriptor, report_result, NULL, u, RPC_METHOD_SLOW};
+                                 &manager__event_result_response__descriptor, report_result, NULL, u, 0};
     u->methods[2] = (rpc_method){"/proto.DaemonService/GetConfig", &proto__config_request__descriptor,
                                  &proto__config_response__descriptor, get_config, NULL, u, RPC_METHOD_SLOW};
     return u;
