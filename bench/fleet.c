@@ -110,7 +110,7 @@ typedef struct vd {
     int agent_pid[MAX_AGENTS];
     /* updater.c */
     rpc_astream *stream;
-    int stream_open, stream_attempt, res_busy;
+    int stream_open, stream_attempt, res_busy, stream_established;
     double stream_next, stream_open_t, res_t0;
     uint64_t last_event_id;
     uint64_t res_ring[RES_RING];
@@ -168,10 +168,13 @@ static void lat_push(lat_buf *b, float us)
     b->v[b->n++] = us;
 }
 
-/* Full jitter, as link.c (lost: after an established connection) and updater.c. */
-static double backoff_s(fleet *f, unsigned *rng, int attempt, int lost, int stream)
+/* Full jitter, as the daemon's link_backoff_ms (link.c, also used by updater.c): before the
+ * first success, [0, reconnect/10] doubling to 6 x reconnect; after losing an established
+ * connection (lost) or update stream, always [0, 3 x reconnect]. */
+static double backoff_s(fleet *f, unsigned *rng, int attempt, int lost)
 {
-    double base = stream ? f->reconnect_s / 10 : lost ? f->reconnect_s * 3 : f->reconnect_s / 10, cap = f->reconnect_s * 6;
+    if (lost) return frand(rng) * f->reconnect_s * 3;
+    double base = f->reconnect_s / 10, cap = f->reconnect_s * 6;
     if (base < 0.1) base = 0.1;
     double c = base;
     for (int i = 0; i < attempt && c < cap; i++) c *= 2;
@@ -382,7 +385,7 @@ static void on_call(void *user, ProtobufCMessage *m, const rpc_result *res)
         default: break;
         }
     } else if (k == K_REG) {
-        d->next_attempt = t + backoff_s(f, &d->rng, d->attempt++, d->lost, 0);
+        d->next_attempt = t + backoff_s(f, &d->rng, d->attempt++, d->lost);
     } else if (unregistered) {
         d->registered = 0;
         d->next_attempt = t;
@@ -390,7 +393,7 @@ static void on_call(void *user, ProtobufCMessage *m, const rpc_result *res)
         d->registered = 0;
         d->lost = 1;
         if (k == K_RM) d->rm_spooled = 1;
-        d->next_attempt = t + backoff_s(f, &d->rng, d->attempt++, 1, 0);
+        d->next_attempt = t + backoff_s(f, &d->rng, d->attempt++, 1);
     } else if (k == K_SYNC) {
         d->sync_due = t + f->reconnect_s / 10;
     } else if (k == K_RM) {
@@ -471,7 +474,11 @@ static void on_stream_end(void *user, const rpc_result *res)
     rpc_astream *h = d->stream;
     d->stream = NULL;
     d->stream_open = 0;
-    d->stream_next = t + backoff_s(f, &d->rng, d->stream_attempt++, 0, 1);
+    if (t - d->stream_open_t >= 1.0) { /* it was up: a loss (updater.c) */
+        d->stream_established = 1;
+        d->stream_attempt = 0;
+    }
+    d->stream_next = t + backoff_s(f, &d->rng, d->stream_attempt++, d->stream_established);
     pthread_mutex_unlock(&d->mu);
     rpc_stream_async_release(h);
 }

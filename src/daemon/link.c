@@ -387,20 +387,23 @@ static call_outcome send_one(link_t *l, int *empty)
 
 /* ---- threads ----------------------------------------------------------------------------------- */
 
-/* Full jitter: uniform in [0, min(cap, base * 2^attempt)], cap = reconnect_interval x 6.
- * base is reconnect_interval / 10 for a daemon that has not reached the manager yet. After an
- * established connection is lost, base is 3 x reconnect_interval instead: the whole fleet loses
- * the manager within one heartbeat interval, and when it comes back a few seconds later, the
- * short windows put a fifth of the fleet on it in a single second (measured with 200 daemons
- * and a 6 s restart: 17.5%, bench/RESULTS.md). Windows of 30 s and more spread them out. */
-static int64_t backoff_ms(link_t *l, int attempt, int lost)
+/* Full jitter: uniform in [0, min(cap, base * 2^attempt)], cap = reconnect_interval x 6, base
+ * reconnect_interval / 10, for a daemon that has not reached the manager yet. After an
+ * established connection is lost, every window is [0, 3 x reconnect_interval] instead: the
+ * whole fleet loses the manager within one heartbeat interval, and when it comes back a few
+ * seconds later, short windows put a fifth of the fleet on it in a single second (measured with
+ * 200 daemons and a 6 s restart: 17.5%, bench/RESULTS.md); 30 s windows spread the fleet to
+ * about 3% a second. They do not grow: a daemon whose try fell in the outage must not wait a
+ * doubled window on top (the fleet is back within 30 s of the manager, bench/RESULTS.md). */
+int64_t link_backoff_ms(int64_t reconnect_ms, int attempt, int lost, unsigned *rng)
 {
-    int64_t base = lost ? l->reconnect_ms * 3 : l->reconnect_ms / 10, cap = l->reconnect_ms * 6;
+    if (lost) return (int64_t)((double)rand_r(rng) / RAND_MAX * (double)(reconnect_ms * 3));
+    int64_t base = reconnect_ms / 10, cap = reconnect_ms * 6;
     if (base < 100) base = 100;
     int64_t ceil = base;
     for (int i = 0; i < attempt && ceil < cap; i++) ceil *= 2;
     if (ceil > cap) ceil = cap;
-    return (int64_t)((double)rand_r(&l->rng) / RAND_MAX * (double)ceil);
+    return (int64_t)((double)rand_r(rng) / RAND_MAX * (double)ceil);
 }
 
 static void *sender_main(void *arg)
@@ -437,7 +440,7 @@ static void *sender_main(void *arg)
                 sync_due = 0;
                 report_retry = 0;
             } else {
-                int64_t d = backoff_ms(l, attempt++, lost);
+                int64_t d = link_backoff_ms(l->reconnect_ms, attempt++, lost, &l->rng);
                 next_attempt = mono_ms() + d;
                 log_info("link.reconnect_scheduled", "node=%s attempt=%d delay_ms=%lld", l->node_id, attempt, (long long)d);
             }
@@ -475,7 +478,7 @@ static void *sender_main(void *arg)
             l->st.registered = 0;
             /* Told to register: at once. Lost the manager: after a jittered pause. */
             lost = oc == CALL_DOWN;
-            next_attempt = oc == CALL_UNREGISTERED ? mono_ms() : mono_ms() + backoff_ms(l, attempt++, lost);
+            next_attempt = oc == CALL_UNREGISTERED ? mono_ms() : mono_ms() + link_backoff_ms(l->reconnect_ms, attempt++, lost, &l->rng);
         }
     }
     pthread_mutex_unlock(&l->mu);

@@ -41,4 +41,9 @@ void link_get_stats(link_t *l, link_stats *out);
 /* Stops both threads (a call in flight is waited for, at most its timeout). NULL is ignored. */
 void link_stop(link_t *l);
 
+/* The daemon's reconnect delay (full jitter, link.c explains the windows): attempt counts failed
+ * tries since the last success; lost: an established connection (or update stream) was lost.
+ * Shared by the update stream (updater.c) so both follow one policy. */
+int64_t link_backoff_ms(int64_t reconnect_ms, int attempt, int lost, unsigned *rng);
+
 #endif

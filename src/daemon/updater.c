@@ -1,5 +1,6 @@
 /* updater: the SubscribeUpdates stream, applying events, and reporting their outcomes. */
 #include "daemon/updater.h"
+#include "daemon/link.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -547,15 +548,12 @@ static void apply_event(updr *u, const Manager__UpdateEvent *ev)
 
 /* ---- threads --------------------------------------------------------------------------------- */
 
-/* Full jitter in [0, min(cap, base * 2^attempt)], like link.c's reconnects. */
-static int64_t backoff_ms(updr *u, int attempt)
+/* link.c's policy (link_backoff_ms). established: a subscription of ours has been up before
+ * (open for a second or more), so this is a fleet-wide loss such as a manager restart, and the
+ * reopen waits in the long windows that spread the fleet out. */
+static int64_t backoff_ms(updr *u, int attempt, int established)
 {
-    int64_t base = u->reconnect_ms / 10, cap = u->reconnect_ms * 6;
-    if (base < 100) base = 100;
-    int64_t ceil = base;
-    for (int i = 0; i < attempt && ceil < cap; i++) ceil *= 2;
-    if (ceil > cap) ceil = cap;
-    return (int64_t)((double)rand_r(&u->rng) / RAND_MAX * (double)ceil);
+    return link_backoff_ms(u->reconnect_ms, attempt, established, &u->rng);
 }
 
 /* "authorization: Bearer <node secret>" metadata when link.c has enrolled us (read each time:
@@ -574,7 +572,7 @@ static const char *const *secret_md(updr *u, char *bearer, size_t n, const char 
 static void *stream_main(void *arg)
 {
     updr *u = arg;
-    int attempt = 0;
+    int attempt = 0, established = 0;
     for (;;) {
         pthread_mutex_lock(&u->mu);
         int stop = u->stopping;
@@ -591,6 +589,7 @@ static void *stream_main(void *arg)
         const char *md[3];
         rpc_call_opts co = {.timeout_ms = 0, .metadata = secret_md(u, bearer, sizeof bearer, md)};
         int got = 0;
+        int64_t opened = mono_ms();
         if (rpc_stream_open(u->ch, SUBSCRIBE, &req.base, &co, &st, &res) == 0) {
             pthread_mutex_lock(&u->mu);
             if (u->stopping) rpc_stream_cancel(st);
@@ -613,10 +612,14 @@ static void *stream_main(void *arg)
             u->stream = NULL;
             pthread_mutex_unlock(&u->mu);
             rpc_stream_close(st);
+            if (mono_ms() - opened >= 1000) { /* it was up: a loss, not a failed try */
+                established = 1;
+                attempt = 0;
+            }
         }
         pthread_mutex_lock(&u->mu);
         if (!u->stopping) {
-            int64_t d = backoff_ms(u, attempt++);
+            int64_t d = backoff_ms(u, attempt++, established);
             log_info("update.stream_ended", "node=%s code=%s message=\"%s\" events=%d retry_ms=%lld", u->node_id, rpc_code_name(res.code),
                      res.message, got, (long long)d);
             int64_t end = mono_ms() + d;
@@ -712,7 +715,7 @@ static void *report_main(void *arg)
             continue;
         }
         u->results_pending = 1;
-        int64_t end = mono_ms() + backoff_ms(u, attempt++);
+        int64_t end = mono_ms() + backoff_ms(u, attempt++, 0);
         while (!u->stopping && mono_ms() < end) wait_ms(u, end - mono_ms());
     }
     pthread_mutex_unlock(&u->mu);

@@ -5,7 +5,8 @@
  * (rpc_ctx_push) by whoever has something for it:
  * - upd_publish, for a subscription that is live: it stores the events first, then pushes to
  *   each target's stream straight from memory, so one event to 10,000 streams is 10,000 small
- *   encodes on the publishing thread and no store read.
+ *   encodes and no store read. Each push may write to a socket (the core sends inline), so a
+ *   big publish is shared between the publishing thread and one pusher thread per further core.
  * - the replay thread, for a subscription that is replaying: it reads the store after the
  *   stream's last sent id in batches, pushes them, and turns the subscription live when the
  *   store has nothing newer. A publish meanwhile only marks it dirty (read again). A live
@@ -19,10 +20,12 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "daemon.pb-c.h"
@@ -33,6 +36,8 @@
 #define UPD_MAX_QUEUED 64   /* live events waiting on one stream before it falls back to the store */
 #define REPLAY_RESUME 16    /* a replaying stream gets its next batch when fewer wait than this */
 #define REPLAY_DELAY_MS 20  /* ... checked this often */
+#define UPD_MAX_PUSHERS 8
+#define PUSH_PARALLEL_MIN 256 /* smaller publishes are pushed by the publishing thread alone */
 
 enum sub_state { SUB_REPLAY, SUB_LIVE };
 
@@ -71,7 +76,27 @@ struct upd {
     uint64_t results;   /* bumped by every stored ReportEventResult */
     pthread_cond_t result_cv;
     rpc_method methods[3];
+    /* pushers: help the publishing thread push a big publish (one publish at a time: pub_mu) */
+    int n_pushers;
+    pthread_t pushers[UPD_MAX_PUSHERS];
+    pthread_mutex_t p_mu;
+    pthread_cond_t p_cv, p_done;
+    uint64_t p_gen;
+    int p_busy, p_stop;
+    struct push_job *p_jobs;
+    size_t p_n;
+    const store_update *p_ev;
 };
+
+/* One event to push to one live stream, outside upd.mu. */
+typedef struct push_job {
+    sub *x;          /* a reference (dropped under mu afterwards) */
+    rpc_ctx *c;      /* held (rpc_ctx_hold): the stream may end meanwhile */
+    const char *node_id;
+    uint64_t id;
+    unsigned part;   /* the pusher that sends it: a node's events stay on one, in order */
+    int waiting;     /* what rpc_ctx_push answered */
+} push_job;
 
 static uint32_t hash_str(const char *s)
 {
@@ -193,21 +218,97 @@ static void sub_finish(upd *u, sub *x, int code)
     rpc_ctx_complete(x->ctx, code);
 }
 
-/* Caller holds mu: pushes one event to a live subscription; falls back to replaying when the
- * client does not keep up (or the event could not be copied: the store has it). */
-static void push_live(upd *u, sub *x, const store_update *ev)
+/* Pushes the jobs of part k (all of them when k < 0). No lock held: a job's stream may end
+ * meanwhile, and then its push just returns -1. */
+static void run_part(upd *u, int k)
 {
-    if (x->done || ev->id <= x->after) return;
-    if (x->state != SUB_LIVE) {
-        x->dirty = 1;
+    store_update ev = *u->p_ev;
+    for (size_t i = 0; i < u->p_n; i++) {
+        push_job *j = &u->p_jobs[i];
+        if (k >= 0 && j->part != (unsigned)k) continue;
+        ev.id = j->id;
+        ev.node_id = (char *)j->node_id;
+        Manager__UpdateEvent m;
+        fill_event(&ev, &m);
+        j->waiting = rpc_ctx_push(j->c, &m.base);
+    }
+}
+
+static void *pusher_main(void *arg)
+{
+    upd *u = ((void **)arg)[0];
+    int k = (int)(intptr_t)((void **)arg)[1];
+    free(arg);
+    uint64_t seen = 0;
+    pthread_mutex_lock(&u->p_mu);
+    for (;;) {
+        while (u->p_gen == seen && !u->p_stop) pthread_cond_wait(&u->p_cv, &u->p_mu);
+        if (u->p_stop) break;
+        seen = u->p_gen;
+        pthread_mutex_unlock(&u->p_mu);
+        run_part(u, k);
+        pthread_mutex_lock(&u->p_mu);
+        if (--u->p_busy == 0) pthread_cond_signal(&u->p_done);
+    }
+    pthread_mutex_unlock(&u->p_mu);
+    return NULL;
+}
+
+/* Caller holds pub_mu. Pushes ev to the live streams among the targets: claims each stream's
+ * next id under mu (so the replay thread never sends it too), pushes without mu (each push may
+ * write to a socket; a big publish is shared with the pusher threads, a node always on the same
+ * one), then sends streams whose client fell behind back to replaying. */
+static void push_published(upd *u, const store_update *ev, const char *const *node_ids, const uint64_t *ids, size_t n)
+{
+    push_job *jobs = calloc(n, sizeof *jobs);
+    size_t nj = 0;
+    pthread_mutex_lock(&u->mu);
+    for (size_t i = 0; i < n; i++) {
+        sub *x = find(u, node_ids[i], NULL);
+        if (!x || x->done || ids[i] <= x->after) continue;
+        if (x->state != SUB_LIVE || !jobs) { /* replaying: it reads this from the store */
+            x->dirty = 1;
+            if (!jobs) enqueue(u, x, 0); /* out of memory: the store has it */
+            continue;
+        }
+        x->after = ids[i];
+        x->refs++;
+        rpc_ctx_hold(x->ctx);
+        unsigned parts = (unsigned)u->n_pushers + 1;
+        jobs[nj++] = (push_job){x, x->ctx, node_ids[i], ids[i], hash_str(node_ids[i]) % parts, 0};
+    }
+    pthread_mutex_unlock(&u->mu);
+    if (!nj) {
+        free(jobs);
         return;
     }
-    Manager__UpdateEvent m;
-    fill_event(ev, &m);
-    int waiting = rpc_ctx_push(x->ctx, &m.base);
-    if (waiting < 0) return; /* the stream is over: on_end follows */
-    x->after = ev->id;
-    if (waiting + 1 >= UPD_MAX_QUEUED) enqueue(u, x, mono_ms() + REPLAY_DELAY_MS);
+    u->p_jobs = jobs;
+    u->p_n = nj;
+    u->p_ev = ev;
+    if (nj < PUSH_PARALLEL_MIN || u->n_pushers == 0) {
+        run_part(u, -1);
+    } else {
+        pthread_mutex_lock(&u->p_mu);
+        u->p_busy = u->n_pushers;
+        u->p_gen++;
+        pthread_cond_broadcast(&u->p_cv);
+        pthread_mutex_unlock(&u->p_mu);
+        run_part(u, 0);
+        pthread_mutex_lock(&u->p_mu);
+        while (u->p_busy > 0) pthread_cond_wait(&u->p_done, &u->p_mu);
+        pthread_mutex_unlock(&u->p_mu);
+    }
+    int64_t later = mono_ms() + REPLAY_DELAY_MS;
+    pthread_mutex_lock(&u->mu);
+    for (size_t i = 0; i < nj; i++) {
+        if (jobs[i].waiting + 1 >= UPD_MAX_QUEUED) enqueue(u, jobs[i].x, later);
+        sub_unref(jobs[i].x);
+    }
+    pthread_mutex_unlock(&u->mu);
+    for (size_t i = 0; i < nj; i++) rpc_ctx_release(jobs[i].c);
+    u->p_jobs = NULL;
+    u->p_n = 0;
+    free(jobs);
 }
 
 int upd_publish(upd *u, const upd_event_in *ev, const char *const *node_ids, size_t n,
@@ -234,17 +335,7 @@ int upd_publish(upd *u, const upd_event_in *ev, const char *const *node_ids, siz
     };
     pthread_mutex_lock(&u->pub_mu);
     int rc = store_add_updates(u->st, &in, node_ids, n, ids, err, errlen);
-    if (rc == 0) {
-        pthread_mutex_lock(&u->mu);
-        for (size_t i = 0; i < n; i++) {
-            sub *x = find(u, node_ids[i], NULL);
-            if (!x) continue;
-            ev_out.id = ids[i];
-            ev_out.node_id = (char *)node_ids[i];
-            push_live(u, x, &ev_out);
-        }
-        pthread_mutex_unlock(&u->mu);
-    }
+    if (rc == 0) push_published(u, &ev_out, node_ids, ids, n);
     pthread_mutex_unlock(&u->pub_mu);
     if (rc == 0) {
         for (size_t i = 0; i < n; i++)
@@ -663,6 +754,23 @@ upd *upd_new(const upd_opts *o, char *err, size_t errlen)
         return NULL;
     }
     u->replayer_started = 1;
+    pthread_mutex_init(&u->p_mu, NULL);
+    pthread_cond_init(&u->p_cv, NULL);
+    pthread_cond_init(&u->p_done, NULL);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int want = ncpu > 1 ? (int)(ncpu - 1) : 0; /* with the publishing thread: one per core */
+    if (want > UPD_MAX_PUSHERS) want = UPD_MAX_PUSHERS;
+    for (int k = 0; k < want; k++) {
+        void **arg = malloc(2 * sizeof *arg);
+        if (!arg) break;
+        arg[0] = u;
+        arg[1] = (void *)(intptr_t)(k + 1);
+        if (pthread_create(&u->pushers[k], NULL, pusher_main, arg) != 0) {
+            free(arg);
+            break; /* fewer helpers: the publisher pushes more itself */
+        }
+        u->n_pushers++;
+    }
     u->methods[0] = (rpc_method){"/manager.ManagerService/SubscribeUpdates", &manager__subscribe_updates_request__descriptor,
                                  &manager__update_event__descriptor, NULL, subscribe, u, RPC_METHOD_ASYNC};
     u->methods[1] = (rpc_method){"/manager.ManagerService/ReportEventResult", &manager__event_result_request__descriptor,
@@ -686,6 +794,14 @@ void upd_free(upd *u)
     pthread_cond_signal(&u->q_cv);
     pthread_mutex_unlock(&u->mu);
     if (u->replayer_started) pthread_join(u->replayer, NULL);
+    pthread_mutex_lock(&u->p_mu);
+    u->p_stop = 1;
+    pthread_cond_broadcast(&u->p_cv);
+    pthread_mutex_unlock(&u->p_mu);
+    for (int k = 0; k < u->n_pushers; k++) pthread_join(u->pushers[k], NULL);
+    pthread_cond_destroy(&u->p_cv);
+    pthread_cond_destroy(&u->p_done);
+    pthread_mutex_destroy(&u->p_mu);
     /* The server has stopped, so every call's on_end has run: what is left is queue references. */
     pthread_mutex_lock(&u->mu);
     while (u->q_head) {

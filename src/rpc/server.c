@@ -586,6 +586,9 @@ int rpc_ctx_pending(rpc_ctx *c)
     return n;
 }
 
+void rpc_ctx_hold(rpc_ctx *c) { atomic_fetch_add(&c->refs, 1); }
+void rpc_ctx_release(rpc_ctx *c) { ctx_unref(c); }
+
 void rpc_ctx_on_end(rpc_ctx *c, rpc_end_fn fn, void *user)
 {
     pthread_mutex_lock(&c->mu);

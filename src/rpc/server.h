@@ -167,6 +167,11 @@ void rpc_ctx_on_end(rpc_ctx *c, rpc_end_fn fn, void *user);
  * already waiting (0: it went straight out; the caller can use this for backpressure), or -1
  * when the stream is over or completed (the message is dropped). */
 int rpc_ctx_push(rpc_ctx *c, const ProtobufCMessage *msg);
+/* Keeps an async stream's ctx allocated (not the call open) until rpc_ctx_release(): for a
+ * thread that pushes without the owner's lock, racing with the stream's end (a push to a stream
+ * that ended returns -1). The holder must not use it for anything but push, pending, release. */
+void rpc_ctx_hold(rpc_ctx *c);
+void rpc_ctx_release(rpc_ctx *c);
 /* Messages of an async stream queued and not yet written (the one being written included), or
  * -1 when the stream is over or completed. */
 int rpc_ctx_pending(rpc_ctx *c);
