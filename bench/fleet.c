@@ -5,7 +5,7 @@
  *         [--pid PID | --pid-file FILE] [--samples FILE] [--label L] [--prefix P]
  *         [--hb S] [--metrics S] [--sync-every S] [--agents A] [--change-rate R]
  *         [--types T] [--values V] [--ramp S] [--reconnect S] [--warmup S]
- *         [--publish-cmd CMD] [--disrupt-cmd CMD --disrupt-at S] [--ready-file FILE]
+ *         [--publish-cmd CMD [--publish-at S]] [--disrupt-cmd CMD --disrupt-at S] [--ready-file FILE]
  *
  * Each virtual daemon does what ops-daemon's link.c and updater.c do, with the same jittered
  * backoffs: RegisterNode (label bench=L), then one unary call at a time: Heartbeat every --hb
@@ -21,7 +21,8 @@
  * steady state is smooth: N/hb heartbeats and N/metrics reports per second.
  *
  * Scenarios (bench/fleet.sh drives them):
- *   --publish-cmd: once all daemons are registered and their streams have been open for 2 s,
+ *   --publish-cmd: once all daemons are registered and their streams have been open for 2 s
+ *     (and not before --publish-at seconds from the start: the registration ramp is over),
  *     the time is marked and CMD runs (sh -c; it publishes one event to label L); the run then
  *     ends when every daemon got an event (or at --seconds). Reported: pub_received and the
  *     delivery time from the mark to each daemon's receipt, p50/p99/max.
@@ -121,7 +122,7 @@ typedef struct vd {
 
 struct fleet {
     int n, n_ch, threads, types, values, agents;
-    double seconds, hb_s, rm_s, sync_every_s, change_rate, ramp_s, reconnect_s, warmup_s;
+    double seconds, hb_s, rm_s, sync_every_s, change_rate, ramp_s, reconnect_s, warmup_s, publish_at;
     const char *label, *prefix, *pid_file, *samples_path, *publish_cmd, *disrupt_cmd, *ready_file;
     double disrupt_at;
     int pid;
@@ -815,6 +816,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--reconnect")) f->reconnect_s = atof(v);
         else if (!strcmp(a, "--warmup")) f->warmup_s = atof(v);
         else if (!strcmp(a, "--publish-cmd")) f->publish_cmd = v;
+        else if (!strcmp(a, "--publish-at")) f->publish_at = atof(v);
         else if (!strcmp(a, "--disrupt-cmd")) f->disrupt_cmd = v;
         else if (!strcmp(a, "--disrupt-at")) f->disrupt_at = atof(v);
         else if (!strcmp(a, "--ready-file")) f->ready_file = v;
@@ -914,7 +916,7 @@ int main(int argc, char **argv)
                     if (fp) { fprintf(fp, "ready t=%.1f\n", t - f->t_start); fclose(fp); }
                 }
             }
-            if (!cmd_started && ((f->publish_cmd && ready_t) || (f->disrupt_cmd && t - f->t_start >= f->disrupt_at))) {
+            if (!cmd_started && ((f->publish_cmd && ready_t && t - f->t_start >= f->publish_at) || (f->disrupt_cmd && t - f->t_start >= f->disrupt_at))) {
                 if (f->disrupt_cmd && !ready_t) fprintf(stderr, "fleet: warning: disrupting before all daemons were ready\n");
                 atomic_store(&f->mark_t, now_s());
                 if (pthread_create(&cmd_th, NULL, cmd_thread, f) == 0) cmd_started = 1;

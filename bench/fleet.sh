@@ -4,7 +4,8 @@
 #
 #   bench/fleet.sh SCENARIO [NODES=20000] [SECONDS]
 #     steady   SECONDS (600) of steady load
-#     publish  once every stream is open, one config_change to all (AdminService.PublishConfig
+#     publish  once every stream is open and PUBLISH_AT (60) s have passed (the registration
+#              ramp is over), one config_change to all (AdminService.PublishConfig
 #              by label, through pbcall); delivery time from just before the call to each
 #              daemon's receipt. SECONDS (300) is the limit; the run ends when all got it.
 #     restart  the manager gets SIGTERM at RESTART_AT s (default 150, after warm-up), is
@@ -35,13 +36,14 @@ TOKEN=bench-$RANDOM$RANDOM
 SHA=$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)
 # Below the ephemeral range (32768+), where another benchmark's client sockets may sit on it.
 PORT=$(free_port $((21000 + RANDOM % 4000)))
+PROM_PORT=$(free_port $((25000 + RANDOM % 4000)))
 D=$BT/mgr; mkdir -p "$D"
 cat > "$D/manager.yaml" <<YAML
 grpc: {host: 127.0.0.1, port: $PORT}
 database: {driver: sqlite, dsn: $D/ops.db}
 node: {heartbeat_interval: 10s, offline_after: 10m}
 log: {level: warn, file: $D/manager.log}
-prometheus: {enabled: false}
+prometheus: {enabled: true, listen: 127.0.0.1:$PROM_PORT}  # scraped once, at the end
 limits:                     # the whole simulated fleet comes from one address
   register_per_minute: 6000000
   register_burst: 1000000
@@ -96,7 +98,7 @@ start_mgr
 ARGS=(--target 127.0.0.1:$PORT --nodes "$NODES" --channels "$CHANNELS" --threads "${THREADS:-2}" --seconds "$SECS"
       --pid-file "$PIDF" --label fleet)
 case $SCEN in
-  publish) ARGS+=(--publish-cmd "$BT/publish.sh") ;;
+  publish) ARGS+=(--publish-cmd "$BT/publish.sh" --publish-at "${PUBLISH_AT:-60}") ;;
   restart) ARGS+=(--disrupt-cmd "$BT/restart.sh" --disrupt-at "${RESTART_AT:-150}") ;;
   soak)
     mkdir -p bench/results
@@ -111,6 +113,28 @@ set +e
 rc=$?
 set -e
 grep -v '^t=' "$BT/fleet.err" >&2 || true
+# The manager's own view: per-method latency from its histogram (the bucket holding the
+# quantile: an upper bound), which leaves out the generator's own queueing. Whole run.
+if curl -s -m 10 "http://127.0.0.1:$PROM_PORT/metrics" > "$BT/metrics.txt" 2>/dev/null; then
+  awk '
+    /^ops_manager_rpc_duration_seconds_bucket\{/ && /ManagerService/ {
+      m = $0; sub(/.*method="/, "", m); sub(/".*/, "", m); sub(/.*\//, "", m)
+      if (m == "SubscribeUpdates") next
+      le = $0; sub(/.*le="/, "", le); sub(/".*/, "", le)
+      n[m]++; B[m, n[m]] = le; C[m, n[m]] = $NF }
+    END {
+      printf "# manager-side (histogram upper bounds):"
+      for (m in n) {
+        tot = C[m, n[m]]; if (tot == 0) continue
+        p50 = ""; p99 = ""
+        for (i = 1; i <= n[m]; i++) {
+          if (p50 == "" && C[m, i] >= 0.5 * tot) p50 = B[m, i]
+          if (p99 == "" && C[m, i] >= 0.99 * tot) p99 = B[m, i]
+        }
+        printf " srv_%s_calls=%d srv_%s_p50_s<=%s srv_%s_p99_s<=%s", m, tot, m, p50, m, p99
+      }
+      print "" }' "$BT/metrics.txt"
+fi
 [ -f "$BT/publish.out" ] && echo "# publish: $(cat "$BT/publish.out" | head -c 300)"
 [ -f "$BT/restart.out" ] && echo "# restart: $(cat "$BT/restart.out")"
 if [ $rc -ne 0 ]; then
