@@ -549,14 +549,14 @@ static void drive(vd *d, double t)
         if (act != NONE) {
             d->busy = 1;
             d->kind = act == REG ? K_REG : act == HB ? K_HB : act == RM ? K_RM : K_SYNC;
-            d->t0 = t;
+            d->t0 = now_s(); /* not the pass's t: a pass over 20,000 daemons takes a while */
         }
     }
     if (d->ever_registered && !d->res_busy && d->res_n > 0) {
         res = 1;
         res_id = d->res_ring[0];
         d->res_busy = 1;
-        d->res_t0 = t;
+        d->res_t0 = now_s();
     }
     if (d->ever_registered && !d->stream_open && !d->stream && t >= d->stream_next) {
         stream = 1;
