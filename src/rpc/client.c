@@ -489,6 +489,7 @@ struct rpc_loop {
     /* Open async streams, so that rpc_loop_free() can cancel them (their queues would never
      * drain otherwise). */
     pthread_mutex_t mu;
+    pthread_cond_t streams_gone; /* signalled when the last stream leaves the list */
     rpc_astream *streams;
 };
 
@@ -582,6 +583,7 @@ rpc_loop *rpc_loop_new(int threads, char *err, size_t errlen)
     if (!l) abort();
     l->n = threads;
     pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->streams_gone, NULL);
     l->cqs = calloc((size_t)threads, sizeof *l->cqs);
     l->threads = calloc((size_t)threads, sizeof *l->threads);
     if (!l->cqs || !l->threads) abort();
@@ -604,6 +606,10 @@ void rpc_loop_free(rpc_loop *l)
     if (!l) return;
     pthread_mutex_lock(&l->mu);
     for (rpc_astream *s = l->streams; s; s = s->next) grpc_call_cancel(s->call, NULL);
+    /* A cancelled stream may still hold a message that arrived before the cancel; its
+     * completion starts the next receive, and starting a batch on a queue already shut down
+     * aborts the process in the core. So the queues shut down only once every stream ended. */
+    while (l->streams) pthread_cond_wait(&l->streams_gone, &l->mu);
     pthread_mutex_unlock(&l->mu);
     /* Shutdown is queued behind every pending completion, so in-flight calls finish first. */
     for (int i = 0; i < l->n; i++) grpc_completion_queue_shutdown(l->cqs[i]);
@@ -613,6 +619,7 @@ void rpc_loop_free(rpc_loop *l)
     }
     free(l->cqs);
     free(l->threads);
+    pthread_cond_destroy(&l->streams_gone);
     pthread_mutex_destroy(&l->mu);
     free(l);
     grpc_shutdown();
@@ -686,6 +693,7 @@ static void astream_maybe_end(rpc_astream *s)
     if (s->prev) s->prev->next = s->next;
     else l->streams = s->next;
     if (s->next) s->next->prev = s->prev;
+    if (!l->streams) pthread_cond_broadcast(&l->streams_gone);
     pthread_mutex_unlock(&l->mu);
     s->on_end(s->user, &res);
     astream_unref(s);
