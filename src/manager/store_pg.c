@@ -768,12 +768,16 @@ static int writer_reconnect(writer *wr, char *err, size_t errlen)
     return wr->c ? 0 : -1;
 }
 
+/* Any writer may find the server gone; writer 0 reconnects. It may be idle, and while down
+ * nothing is queued that would wake it, so it is woken here (else the store stayed down for
+ * good when a metrics writer saw the loss first: seen after a PostgreSQL restart under load). */
 static void set_down(pgstore *s, const char *why)
 {
     pthread_mutex_lock(&s->mu);
     if (!s->down) log_warn("store.unavailable", "driver=postgres error=\"%s\"", why);
     s->down = 1;
     snprintf(s->down_err, sizeof s->down_err, "%s", why);
+    pthread_cond_broadcast(&s->work_cv);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -901,8 +905,9 @@ static void *writer_main(void *arg)
                 continue;
             }
         }
-        while (!s->mhead && !(wr->idx == 0 && s->head) && !s->stopping)
+        while (!s->mhead && !(wr->idx == 0 && (s->head || s->down)) && !s->stopping)
             pthread_cond_wait(&s->work_cv, &s->mu);
+        if (wr->idx == 0 && s->down && !s->stopping && !s->head && !s->mhead) continue; /* reconnect */
         if (!s->mhead && !(wr->idx == 0 && s->head)) break; /* stopping and drained */
         /* Writer 0: the other requests first (in queue order), then the reports. */
         wreq *batch = NULL;
