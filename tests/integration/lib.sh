@@ -5,8 +5,12 @@ SRC=${OPS_SOURCE_DIR:?set by ctest}
 BIN=${OPS_BUILD_DIR:?set by ctest}/bin
 T=$(mktemp -d /tmp/ops-test.XXXXXX)
 PIDS=()
+# cleanup [RC]: RC is the script's exit status (default $?). Passed explicitly by traps that
+# run something first (pg_stop): a bare `(exit $rc)` there would end the trap under set -e
+# before cleanup ran, leaving background loops alive on ctest's output pipe.
 cleanup() {
-  local rc=$?
+  local rc=${1:-$?}
+  set +e
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   # Agents a daemon left running on purpose (they outlive it by design).
   pkill -9 -f "$T/" 2>/dev/null || true

@@ -27,7 +27,7 @@ pg_start() {
   PG_PORT=""
   local p
   for _ in $(seq 100); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((20000 + RANDOM % 12000)) # below the ephemeral range: a client socket cannot hold it across pg_restart
     if ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then PG_PORT=$p; break; fi
   done
   [ -n "$PG_PORT" ] || { echo "pg.sh: no free port"; return 1; }
@@ -43,8 +43,10 @@ pg_start() {
 pg_psql() { psql -X -q -At -v ON_ERROR_STOP=1 "$PG_DSN" "$@"; }
 
 pg_restart() {
-  pg__as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w -t 30 restart \
-    -o "$(pg__opts)" -l "$PG_DIR/server.log" > /dev/null
+  pg__as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w -t 60 restart \
+    -o "$(pg__opts)" -l "$PG_DIR/server.log" > /dev/null && return 0
+  echo "pg.sh: restart failed; server log:"; tail -n 30 "$PG_DIR/server.log"
+  return 1
 }
 
 pg_stop() {

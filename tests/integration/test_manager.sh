@@ -8,7 +8,7 @@ P=$(free_port); M=127.0.0.1:$P; DB=$T/ops.db
 DRIVER=${OPS_TEST_STORE_DRIVER:-sqlite}
 if [ "$DRIVER" = postgres ]; then
   source "$(dirname "$0")/pg.sh"
-  trap 'rc=$?; pg_stop; (exit $rc); cleanup' EXIT
+  trap 'rc=$?; pg_stop; cleanup $rc' EXIT
   pg_start
   DB=$PG_DSN
   # The checks below are SQLite's SQL; PostgreSQL needs group_concat and aliased subqueries.

@@ -7,7 +7,7 @@
 # a max_uses 3 token raced by 8 enrollments through both managers enrolls exactly 3 nodes.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pg.sh"
-trap 'rc=$?; pg_stop; (exit $rc); cleanup' EXIT
+trap 'rc=$?; pg_stop; cleanup $rc' EXIT
 pg_start
 ADM=node-auth-pg-admin-token
 ADM_SHA=$(printf %s "$ADM" | sha256sum | cut -d' ' -f1)

@@ -9,7 +9,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/pg.sh"
 command -v jq >/dev/null || fail "jq is required"
-trap 'rc=$?; pg_stop; (exit $rc); cleanup' EXIT
+trap 'rc=$?; pg_stop; cleanup $rc' EXIT
 pg_start
 
 # The store-level part: leader lease, notices, update events on PostgreSQL, the bridge.
