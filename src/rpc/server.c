@@ -79,11 +79,11 @@ struct rpc_ctx {
     grpc_byte_buffer *recv_bb;
     wire_arena *msg_arena;   /* the last received message only */
     /* async server streams (RPC_METHOD_ASYNC), all under mu: a ring of encoded messages whose
-     * head is in flight while a_sending */
+     * head is in flight while a_sending and a_sending_msg (a_sending alone: the headers) */
     int is_async;
     grpc_byte_buffer **aq;
     size_t aq_head, aq_len, aq_cap;
-    int a_sending;
+    int a_sending, a_sending_msg;
     int a_over;         /* no more messages can go: client gone, send failed, server stopping */
     int a_completing;   /* the owner called rpc_ctx_complete: status goes once the queue drains */
     int a_code;
@@ -522,6 +522,20 @@ static void async_prepare(rpc_ctx *c, async_batch *b)
     b->n++;
     atomic_fetch_add(&c->refs, 1); /* the batch's; the caller holds another, so never the last */
     c->a_sending = 1;
+    c->a_sending_msg = 1;
+}
+
+/* The response headers alone, as soon as the handler has accepted the stream: the client
+ * learns at once that it is subscribed, and the first pushed message (often a whole fleet's at
+ * the same moment) carries no HEADERS frame to encode. Same rules as async_prepare(). */
+static void async_prepare_headers(rpc_ctx *c, async_batch *b)
+{
+    memset(b, 0, sizeof *b);
+    b->ops[b->n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    c->sent_initial_md = 1;
+    atomic_fetch_add(&c->refs, 1);
+    c->a_sending = 1;
+    c->a_sending_msg = 0;
 }
 
 static void async_start(rpc_ctx *c, async_batch *b)
@@ -541,7 +555,7 @@ static void async_start(rpc_ctx *c, async_batch *b)
 /* Caller holds c->mu. */
 static void async_drop_queue(rpc_ctx *c)
 {
-    size_t keep = c->a_sending ? 1 : 0; /* the buffer in flight goes when its batch completes */
+    size_t keep = c->a_sending && c->a_sending_msg ? 1 : 0; /* in flight: goes when its batch completes */
     for (size_t i = keep; i < c->aq_len; i++) grpc_byte_buffer_destroy(c->aq[(c->aq_head + i) % c->aq_cap]);
     c->aq_len = keep;
 }
@@ -644,10 +658,13 @@ static void async_complete(rpc_ctx *c, int code)
 static void async_sent(rpc_ctx *c, int ok)
 {
     pthread_mutex_lock(&c->mu);
-    grpc_byte_buffer_destroy(c->aq[c->aq_head]);
-    c->aq_head = (c->aq_head + 1) % c->aq_cap;
-    c->aq_len--;
+    if (c->a_sending_msg) {
+        grpc_byte_buffer_destroy(c->aq[c->aq_head]);
+        c->aq_head = (c->aq_head + 1) % c->aq_cap;
+        c->aq_len--;
+    }
     c->a_sending = 0;
+    c->a_sending_msg = 0;
     if (!ok) c->a_over = 1;
     if (c->a_over) async_drop_queue(c);
     int fin = 0, start = 0;
@@ -790,7 +807,11 @@ static void run_async(rpc_ctx *c)
     c->handler_running = 0;
     int tell = c->end_pending && !c->end_told && c->on_end;
     if (tell) c->end_told = 1;
+    async_batch hb;
+    int headers = code == RPC_PENDING && !c->sent_initial_md && !c->a_sending && !c->a_over && !c->a_completing;
+    if (headers) async_prepare_headers(c, &hb);
     pthread_mutex_unlock(&c->mu);
+    if (headers) async_start(c, &hb);
     if (code != RPC_PENDING) async_complete(c, code);
     if (tell) c->on_end(c, c->end_user);
 }

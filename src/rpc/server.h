@@ -41,7 +41,8 @@ typedef int (*rpc_bidi_fn)(rpc_ctx *ctx, void *user);
 #define RPC_METHOD_SLOW 1u
 
 /* An asynchronous server stream: the handler runs on a worker and keeps the call open by
- * returning RPC_PENDING; messages are then queued from any thread with rpc_ctx_push(). This is
+ * returning RPC_PENDING (the response headers are sent then, unless a message went already);
+ * messages are then queued from any thread with rpc_ctx_push(). This is
  * how ten thousand idle subscriptions cost ten thousand small structs instead of threads. */
 #define RPC_METHOD_ASYNC 2u
 

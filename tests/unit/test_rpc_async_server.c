@@ -15,6 +15,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+
 #include "base/log.h"
 #include "rpc/client.h"
 #include "rpc/server.h"
@@ -339,6 +343,76 @@ static void streams_per_connection_capped(void **state)
     hub_stop(&h);
 }
 
+/* An accepted stream answers with its response headers at once, before any message: the
+ * client knows it is subscribed, and the first push is a DATA frame alone. Raw core calls, so
+ * the initial metadata is observed on its own. */
+static void headers_sent_when_accepted(void **state)
+{
+    (void)state;
+    hub h;
+    hub_start(&h, 0);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", h.port);
+    grpc_channel_credentials *cr = grpc_insecure_credentials_create();
+    grpc_channel *ch = grpc_channel_create(target, cr, NULL);
+    grpc_channel_credentials_release(cr);
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                               grpc_slice_from_static_string("/opstest.Test/Count"), NULL,
+                                               gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    Opstest__CountRequest req = OPSTEST__COUNT_REQUEST__INIT;
+    uint8_t buf[16];
+    size_t len = opstest__count_request__pack(&req, buf);
+    grpc_slice sl = grpc_slice_from_copied_buffer((const char *)buf, len);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
+    grpc_slice_unref(sl);
+    grpc_metadata_array init_md, trail_md;
+    grpc_metadata_array_init(&init_md);
+    grpc_metadata_array_init(&trail_md);
+    grpc_op ops[4];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &init_md;
+    assert_int_equal(grpc_call_start_batch(call, ops, 4, (void *)1, NULL), GRPC_CALL_OK);
+    grpc_event ev = grpc_completion_queue_next(cq, gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_seconds(10, GPR_TIMESPAN)),
+                                               NULL);
+    assert_int_equal(ev.type, GRPC_OP_COMPLETE); /* a timeout here: no headers without a message */
+    assert_true(ev.success);
+    wait_for(&h, &h.n, 1);
+    pthread_mutex_lock(&h.mu);
+    int pushed = h.e[0].completed; /* nothing was pushed or completed: the headers came alone */
+    pthread_mutex_unlock(&h.mu);
+    assert_int_equal(pushed, 0);
+
+    grpc_status_code status;
+    grpc_slice details;
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[0].data.recv_status_on_client.trailing_metadata = &trail_md;
+    ops[0].data.recv_status_on_client.status = &status;
+    ops[0].data.recv_status_on_client.status_details = &details;
+    assert_int_equal(grpc_call_start_batch(call, ops, 1, (void *)2, NULL), GRPC_CALL_OK);
+    grpc_call_cancel(call, NULL);
+    ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    assert_int_equal(ev.type, GRPC_OP_COMPLETE);
+    assert_int_equal(status, GRPC_STATUS_CANCELLED);
+    wait_for(&h, &h.ends, 1);
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&init_md);
+    grpc_metadata_array_destroy(&trail_md);
+    grpc_byte_buffer_destroy(bb);
+    grpc_call_unref(call);
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {}
+    grpc_completion_queue_destroy(cq);
+    grpc_channel_destroy(ch);
+    hub_stop(&h);
+}
+
 int main(void)
 {
     log_set_level(LOGL_WARN);
@@ -348,6 +422,7 @@ int main(void)
         cmocka_unit_test(client_cancel_tells_owner_once),
         cmocka_unit_test(many_streams_no_threads_then_shutdown),
         cmocka_unit_test(streams_per_connection_capped),
+        cmocka_unit_test(headers_sent_when_accepted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
