@@ -51,8 +51,10 @@
  *
  * Output: a key=value line every 10 s on stderr, and one summary line on stdout at the end:
  * per call type (reg hb rm sync res) count and p50/p99/p999/max latency in microseconds (of
- * answered calls), the generator's own CPU (% of one core over the run) and peak RSS,
- * errors by code name, stream opens and ends, the manager samples, the scenario's results.
+ * answered calls), the same as steady_* for the calls started from 10 s after all daemons were
+ * ready until the end or the scenario's mark (the registration ramp left out), the generator's
+ * own CPU (% of one core over the run) and peak RSS, errors by code name, stream opens and
+ * ends, the manager samples, the scenario's results.
  * Exit 0 when there was no error (and, with --publish-cmd, every daemon got the event), 1
  * otherwise, 2 on usage. */
 #include <dirent.h>
@@ -82,6 +84,9 @@
 #define MAX_AGENTS 16
 #define RES_RING 8
 #define TICK_S 0.025
+/* After the last daemon registered and opened its stream, the manager still works off the ramp's
+ * backlog (spooled syncs, first reports) for a few seconds; steady-state percentiles start after. */
+#define STEADY_SETTLE_S 10.0
 
 enum { K_REG, K_HB, K_RM, K_SYNC, K_RES, K_STREAM, K_COUNT };
 static const char *const kind_name[K_COUNT] = {"reg", "hb", "rm", "sync", "res", "stream"};
@@ -135,10 +140,12 @@ struct fleet {
     /* marks: written by the main thread, read by callbacks */
     _Atomic double mark_t;  /* publish or disruption */
     _Atomic double all_back_t; /* disruption: when the last daemon was back (0 = not yet) */
+    _Atomic double steady_t;   /* STEADY_SETTLE_S after all were ready (0 = not yet) */
     double all_reporting_t;    /* ... and none had a report waiting (main thread only) */
     /* stats, under st_mu */
     pthread_mutex_t st_mu;
     lat_buf lat[K_COUNT];
+    lat_buf steady[K_COUNT]; /* calls started after steady_t and before any mark */
     long codes[K_COUNT][N_CODES], success_false[K_COUNT], down_failures, dup_events, events;
     atomic_long calls_iv, stream_opens, stream_ends_error;
     /* sampler */
@@ -207,6 +214,8 @@ static int account(fleet *f, int k, double t0, int code, int success)
     int ok = code == RPC_OK && success;
     if (ok) {
         lat_push(&f->lat[k], (float)((t - t0) * 1e6));
+        double st = atomic_load(&f->steady_t), m = atomic_load(&f->mark_t);
+        if (st > 0 && t0 >= st && (m == 0 || t0 < m)) lat_push(&f->steady[k], (float)((t - t0) * 1e6));
     } else if (in_disruption(f, t)) {
         f->down_failures++;
     } else if (code != RPC_OK) {
@@ -696,13 +705,12 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static void print_lat(fleet *f, int k)
+static void print_lat(lat_buf *b, const char *prefix, const char *kind)
 {
-    lat_buf *b = &f->lat[k];
     if (b->n) qsort(b->v, b->n, sizeof *b->v, cmp_float);
 #define PCT(p) (b->n ? b->v[(size_t)((double)(b->n - 1) * (p))] : 0)
-    printf(" %s_calls=%zu %s_p50_us=%.0f %s_p99_us=%.0f %s_p999_us=%.0f %s_max_us=%.0f", kind_name[k], b->n, kind_name[k], PCT(0.5),
-           kind_name[k], PCT(0.99), kind_name[k], PCT(0.999), kind_name[k], b->n ? b->v[b->n - 1] : 0);
+    printf(" %s%s_calls=%zu %s%s_p50_us=%.0f %s%s_p99_us=%.0f %s%s_p999_us=%.0f %s%s_max_us=%.0f", prefix, kind, b->n, prefix, kind,
+           PCT(0.5), prefix, kind, PCT(0.99), prefix, kind, PCT(0.999), prefix, kind, b->n ? b->v[b->n - 1] : 0);
 #undef PCT
 }
 
@@ -910,6 +918,7 @@ int main(int argc, char **argv)
             }
             if (!ready_t && reg == f->n && open_long == f->n) {
                 ready_t = t;
+                atomic_store(&f->steady_t, t + STEADY_SETTLE_S);
                 fprintf(stderr, "fleet: ready after %.1f s (all %d registered, streams open)\n", t - f->t_start, f->n);
                 if (f->ready_file) {
                     FILE *fp = fopen(f->ready_file, "w");
@@ -996,7 +1005,10 @@ int main(int argc, char **argv)
     for (int k = 0; k < K_COUNT; k++) calls += (long)f->lat[k].n;
     printf("nodes=%d channels=%d threads=%d seconds=%.1f hb_s=%.0f metrics_s=%.0f ready_s=%.1f calls=%ld calls_per_s=%.0f", f->n, f->n_ch,
            f->threads, el, f->hb_s, f->rm_s, ready_t ? ready_t - f->t_start : -1.0, calls, (double)calls / el);
-    for (int k = 0; k < K_STREAM; k++) print_lat(f, k);
+    for (int k = 0; k < K_STREAM; k++) print_lat(&f->lat[k], "", kind_name[k]);
+    double st = atomic_load(&f->steady_t);
+    printf(" steady_from_s=%.1f", st > 0 ? st - f->t_start : -1.0);
+    for (int k = 0; k < K_STREAM; k++) print_lat(&f->steady[k], "steady_", kind_name[k]);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double self_cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
@@ -1057,7 +1069,10 @@ int main(int argc, char **argv)
     free(f->ch);
     for (int i = 0; i < f->n; i++) pthread_mutex_destroy(&f->vds[i].mu);
     free(f->vds);
-    for (int k = 0; k < K_COUNT; k++) free(f->lat[k].v);
+    for (int k = 0; k < K_COUNT; k++) {
+        free(f->lat[k].v);
+        free(f->steady[k].v);
+    }
     for (int t = 0; t < f->types; t++) free(f->type_names[t]);
     for (int v = 0; v < f->values; v++) free(f->value_keys[v]);
     free(f->type_names);
