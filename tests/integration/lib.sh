@@ -4,6 +4,9 @@ set -euo pipefail
 SRC=${OPS_SOURCE_DIR:?set by ctest}
 BIN=${OPS_BUILD_DIR:?set by ctest}/bin
 T=$(mktemp -d /tmp/ops-test.XXXXXX)
+# Inherited by everything the test starts, agents and their children included (the daemon
+# passes its environment on): cleanup finds them by it, whatever their command line says.
+export OPS_TEST_RUN=$T
 PIDS=()
 # cleanup [RC]: RC is the script's exit status (default $?). Passed explicitly by traps that
 # run something first (pg_stop): a bare `(exit $rc)` there would end the trap under set -e
@@ -12,8 +15,12 @@ cleanup() {
   local rc=${1:-$?}
   set +e
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  # Agents a daemon left running on purpose (they outlive it by design).
+  # Agents a daemon left running on purpose (they outlive it by design), and whatever else
+  # still carries this test's mark.
   pkill -9 -f "$T/" 2>/dev/null || true
+  local left
+  left=$(grep -lsxz "OPS_TEST_RUN=$T" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 | grep -vx "$$" || true)
+  [ -n "$left" ] && kill -9 $left 2>/dev/null || true
   if [ $rc -ne 0 ]; then
     echo "--- FAILED; logs in $T:"; for f in "$T"/*.log; do [ -f "$f" ] && { echo "== $f"; tail -30 "$f"; }; done
   fi
