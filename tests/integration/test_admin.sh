@@ -174,6 +174,16 @@ expect_eq "$(code "$(A $VIEW ListAgents '{"node_id":"aaa-fake"}')")" FAILED_PREC
 pass "ListAgents, GetAgentMetrics, GetDaemonConfig through the pool"
 
 # --- operate and watch --------------------------------------------------------------------------------
+# The node watcher below stops after 2 events, which must be the daemon's offline and
+# aaa-fake's deletion: the fake nodes (never heartbeating) go offline before it starts.
+fakes_offline() {
+  local n
+  for n in aaa-fake zzz-fake; do
+    [ "$(jget "$(A $VIEW GetNode "{\"node_id\":\"$n\"}")" .response.node.status)" = offline ] || return 1
+  done
+}
+wait_for 15 fakes_offline || fail "the fake nodes did not go offline (offline_after 3s)"
+sleep 0.5 # their events reach the watchers just after the status is stored
 "$BIN/pbcall" --timeout 60000 --max 100 --header "authorization: Bearer $VIEW" $M ops.admin.v1.AdminService/WatchEvents \
   "{\"kinds\":[\"agent.\"],\"node_id\":\"$NODE\"}" > "$T/watch_agents.out" 2>&1 &
 W1=$!; PIDS+=($W1)
