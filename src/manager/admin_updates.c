@@ -120,7 +120,7 @@ static int resolve_target(admin_upd *h, rpc_ctx *c, const Ops__Admin__V1__Publis
         *n = m;
         return RPC_OK;
     }
-    store_node_filter f = {.status = STORE_NODE_ANY};
+    store_node_filter f = {.status = STORE_NODE_ANY, .ids_only = 1};
     if (t->n_labels) {
         store_kv *kv = rpc_ctx_alloc(c, t->n_labels * sizeof *kv);
         size_t off = snprintf(desc, desclen, "labels");

@@ -130,6 +130,8 @@ typedef struct store_node_filter {
     size_t n_labels;
     const char *after;        /* NULL/"": from the start; else only node_id > after (paging) */
     size_t limit;             /* 0 = no limit */
+    int ids_only;             /* 1: only node_id is filled in, the rest left zero (a publish's
+                               * targets: 20,000 rows without their labels parsed) */
 } store_node_filter;
 
 typedef struct store_event {

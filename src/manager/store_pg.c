@@ -1663,7 +1663,14 @@ static int pg_list_nodes(store *st, const store_node_filter *f, store_node_list 
         out->items = calloc((size_t)nt, sizeof *out->items);
         if (!out->items) oom = 1;
     }
-    for (int i = 0; i < nt && !oom; i++) read_node(r, i, &out->items[out->n++], &oom);
+    for (int i = 0; i < nt && !oom; i++) {
+        store_node *n = &out->items[out->n++];
+        if (f && f->ids_only) {
+            if (!(n->node_id = strdup(PQgetvalue(r, i, 0)))) oom = 1;
+        } else {
+            read_node(r, i, n, &oom);
+        }
+    }
     PQclear(r);
     if (oom) { store_node_list_free(out); return oom_fail(what, err, errlen); }
     return 0;

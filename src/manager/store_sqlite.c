@@ -1251,6 +1251,18 @@ static void read_node(rd *r, store_node *n)
     n->updated_at = sqlite3_column_int64(r->st, 12);
 }
 
+/* The filter's conditions (see sq_list_nodes' binds). */
+#define LIST_NODES_WHERE\
+    " WHERE (?1 IS NULL OR status = ?1)"\
+    " AND (?2 IS NULL OR EXISTS (SELECT 1 FROM json_each(nodes.labels) j"\
+    "   WHERE j.key = ?2 AND j.value = ?3))"\
+    /* every wanted pair (?4, a JSON object) has its match among the node's */\
+    " AND (?4 IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(?4) w"\
+    "   WHERE NOT EXISTS (SELECT 1 FROM json_each(nodes.labels) j"\
+    "     WHERE j.key = w.key AND j.value = w.value)))"\
+    " AND (?5 IS NULL OR node_id > ?5)"\
+    " ORDER BY node_id LIMIT ?6"
+
 static int sq_list_nodes(store *st, const store_node_filter *f, store_node_list *out, char *err,
                          size_t errlen)
 {
@@ -1274,17 +1286,10 @@ static int sq_list_nodes(store *st, const store_node_filter *f, store_node_list 
         if (!want) { snprintf(err, errlen, "%s: out of memory", what); return -1; }
     }
     rd r;
+    int ids_only = f && f->ids_only;
     if (rd_begin(&r, impl(st),
-                 "SELECT " NODE_COLS " FROM nodes"
-                 " WHERE (?1 IS NULL OR status = ?1)"
-                 " AND (?2 IS NULL OR EXISTS (SELECT 1 FROM json_each(nodes.labels) j"
-                 "   WHERE j.key = ?2 AND j.value = ?3))"
-                 /* every wanted pair (?4, a JSON object) has its match among the node's */
-                 " AND (?4 IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(?4) w"
-                 "   WHERE NOT EXISTS (SELECT 1 FROM json_each(nodes.labels) j"
-                 "     WHERE j.key = w.key AND j.value = w.value)))"
-                 " AND (?5 IS NULL OR node_id > ?5)"
-                 " ORDER BY node_id LIMIT ?6",
+                 ids_only ? "SELECT node_id FROM nodes" LIST_NODES_WHERE
+                          : "SELECT " NODE_COLS " FROM nodes" LIST_NODES_WHERE,
                  what, err, errlen) < 0) {
         free(want);
         return -1;
@@ -1302,7 +1307,13 @@ static int sq_list_nodes(store *st, const store_node_filter *f, store_node_list 
     int rc;
     while ((rc = sqlite3_step(r.st)) == SQLITE_ROW) {
         if (grow(&r, (void **)&out->items, out->n, &cap, sizeof *out->items) < 0) break;
-        read_node(&r, &out->items[out->n++]);
+        store_node *n = &out->items[out->n++];
+        if (ids_only) {
+            memset(n, 0, sizeof *n);
+            n->node_id = col_str(&r, 0);
+        } else {
+            read_node(&r, n);
+        }
         if (r.oom) break;
     }
     free(want);

@@ -6,7 +6,7 @@
  * - upd_publish, for a subscription that is live: it stores the events first, then pushes to
  *   each target's stream straight from memory, so one event to 10,000 streams is 10,000 small
  *   encodes and no store read. Each push may write to a socket (the core sends inline), so a
- *   big publish is shared between the publishing thread and one pusher thread per further core.
+ *   big publish is shared between the publishing thread and pusher threads (two pushing threads per core).
  * - the replay thread, for a subscription that is replaying: it reads the store after the
  *   stream's last sent id in batches, pushes them, and turns the subscription live when the
  *   store has nothing newer. A publish meanwhile only marks it dirty (read again). A live
@@ -758,7 +758,11 @@ upd *upd_new(const upd_opts *o, char *err, size_t errlen)
     pthread_cond_init(&u->p_cv, NULL);
     pthread_cond_init(&u->p_done, NULL);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    int want = ncpu > 1 ? (int)(ncpu - 1) : 0; /* with the publishing thread: one per core */
+    /* Two pushing threads per core, the publishing thread one of them. A publish is the one
+     * burst whose latency the fleet sees as a whole, and on a busy manager the scheduler shares
+     * the cores per thread: with one per core the pushers got ~25% of a core each among the
+     * workers, the writer and the results the publish itself brings back (bench/RESULTS.md). */
+    int want = ncpu > 0 ? (int)(2 * ncpu - 1) : 1;
     if (want > UPD_MAX_PUSHERS) want = UPD_MAX_PUSHERS;
     for (int k = 0; k < want; k++) {
         void **arg = malloc(2 * sizeof *arg);

@@ -807,6 +807,15 @@ static void node_filter_labels_and_paging(void **state)
     assert_string_equal(ids(&l), "n1,n3");
     store_node_list_free(&l);
 
+    /* A publish's targets: the same nodes, only their ids read. */
+    prod.ids_only = 1;
+    assert_int_equal(store_list_nodes(f->s, &prod, &l, f->err, sizeof f->err), 0);
+    assert_string_equal(ids(&l), "n1,n3");
+    assert_null(l.items[0].hostname);
+    assert_int_equal(l.items[1].n_labels, 0);
+    store_node_list_free(&l);
+    prod.ids_only = 0;
+
     /* The older single-label condition and the set combine. */
     store_kv ops[] = {{"team", "ops"}};
     store_node_filter mixed = {.status = STORE_NODE_ANY, .label_key = "env", .label_value = "dev", .labels = ops, .n_labels = 1};
