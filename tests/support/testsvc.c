@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "testsvc.pb-c.h"
 
@@ -32,8 +34,9 @@ static int echo(rpc_ctx *c, const void *reqv, void *respv, void *user)
 
 static int count(rpc_ctx *c, const void *reqv, void *user)
 {
-    (void)user;
+    testsvc *t = user;
     const Opstest__CountRequest *req = reqv;
+    atomic_store(&t->stream_tid, (long)syscall(SYS_gettid));
     for (int i = 0; i < req->n; i++) {
         Opstest__CountReply r = OPSTEST__COUNT_REPLY__INIT;
         r.i = i;

@@ -12,6 +12,7 @@ typedef struct testsvc {
     rpc_server *srv;
     int port;
     atomic_long echo_calls;
+    atomic_long stream_tid; /* the kernel thread id that ran the last Count stream */
     struct rpc_method *methods; /* owned: the table the server serves */
 } testsvc;
 

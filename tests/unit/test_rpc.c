@@ -201,6 +201,43 @@ static void stream_ten_thousand(void **state)
     testsvc_stop(&t, 2000); /* returns only once the cancelled handler has ended */
 }
 
+/* A handler thread that finished waits for the next call instead of ending: ten streams one
+ * after another run on one or two threads, not ten. */
+static void handler_threads_reused(void **state)
+{
+    (void)state;
+    testsvc t;
+    char err[256];
+    assert_int_equal(testsvc_start(&t, NULL, NULL, NULL, 0, err, sizeof err), 0);
+    rpc_channel *ch = dial(t.port);
+    long tids[10];
+    int distinct = 0;
+    for (int k = 0; k < 10; k++) {
+        Opstest__CountRequest req = OPSTEST__COUNT_REQUEST__INIT;
+        req.n = 3;
+        rpc_stream *st;
+        rpc_result res;
+        assert_int_equal(rpc_stream_open(ch, "/opstest.Test/Count", &req.base, NULL, &st, &res), 0);
+        ProtobufCMessage *m;
+        int got = 0;
+        while (rpc_stream_next(st, &opstest__count_reply__descriptor, &m, &res) == 1) {
+            got++;
+            protobuf_c_message_free_unpacked(m, NULL);
+        }
+        assert_int_equal(res.code, RPC_OK);
+        assert_int_equal(got, 3);
+        rpc_stream_close(st);
+        tids[k] = atomic_load(&t.stream_tid);
+        int seen = 0;
+        for (int i = 0; i < k; i++) seen |= tids[i] == tids[k];
+        if (!seen) distinct++;
+        usleep(50 * 1000); /* the thread lists itself idle just after the status goes out */
+    }
+    assert_in_range(distinct, 1, 2);
+    rpc_channel_free(ch);
+    testsvc_stop(&t, 2000); /* returns only once the idle thread has ended */
+}
+
 struct slow_call {
     int port;
     int sleep_ms;
@@ -486,6 +523,7 @@ int main(void)
         cmocka_unit_test(error_status_and_bad_input),
         cmocka_unit_test(deadline_expires),
         cmocka_unit_test(stream_ten_thousand),
+        cmocka_unit_test(handler_threads_reused),
         cmocka_unit_test(graceful_shutdown),
         cmocka_unit_test(unreachable_and_retries),
         cmocka_unit_test(round_robin_list),
