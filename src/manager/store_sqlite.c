@@ -28,6 +28,7 @@
 #include <time.h>
 
 #define DEFAULT_READERS 4
+#define RD_CACHE 16 /* prepared statements kept per reader connection */
 #define DEFAULT_RETENTION_BATCH 5000
 #define BUSY_TIMEOUT_MS 10000
 #define SERIES_CACHE_MAX (1u << 21)
@@ -282,6 +283,10 @@ struct sqlstore {
     pthread_cond_t ccv;
 
     sqlite3 **rdb;
+    /* Each reader's prepared statements, RD_CACHE per reader (rstmts[idx * RD_CACHE + k]), kept
+     * between reads: preparing anew on every read was a visible part of a registration ramp's
+     * profile (every new stream's replay read, every SyncAgentStates' read of the agents). */
+    sqlite3_stmt **rstmts;
     int n_readers;
     int *free_readers; /* stack of indexes into rdb */
     int n_free;
@@ -1146,6 +1151,7 @@ typedef struct rd {
     sqlstore *s;
     sqlite3 *db;
     sqlite3_stmt *st;
+    sqlite3_stmt **slot; /* where st is kept for the next read of the same SQL; NULL: finalize */
     int idx;
     int oom;
 } rd;
@@ -1156,11 +1162,26 @@ static int rd_begin(rd *r, sqlstore *s, const char *sql, const char *what, char 
     r->s = s;
     r->oom = 0;
     r->st = NULL;
+    r->slot = NULL;
     r->db = reader_get(s, &r->idx);
+    /* The SQL is compared, not its address: a caller may build it in a buffer. */
+    sqlite3_stmt **c = s->rstmts + (size_t)r->idx * RD_CACHE, **empty = NULL;
+    for (int k = 0; k < RD_CACHE && !r->st; k++) {
+        if (!c[k]) { if (!empty) empty = &c[k]; continue; }
+        if (strcmp(sqlite3_sql(c[k]), sql) == 0) {
+            r->st = c[k];
+            r->slot = &c[k];
+        }
+    }
+    if (r->st) return 0;
     if (sqlite3_prepare_v2(r->db, sql, -1, &r->st, NULL) != SQLITE_OK) {
         db_fail(r->db, what, err, errlen);
         reader_put(s, r->idx);
         return -1;
+    }
+    if (empty) {
+        *empty = r->st;
+        r->slot = empty;
     }
     return 0;
 }
@@ -1176,7 +1197,14 @@ static int rd_end(rd *r, int rc, const char *what, char *err, size_t errlen)
         db_fail(r->db, what, err, errlen);
         ret = -1;
     }
-    sqlite3_finalize(r->st);
+    if (r->slot) {
+        /* Ends the read transaction (a checkpoint may pass it) and drops the bindings: the next
+         * read binds only what it needs, and these point into this caller's memory. */
+        sqlite3_reset(r->st);
+        sqlite3_clear_bindings(r->st);
+    } else {
+        sqlite3_finalize(r->st);
+    }
     reader_put(r->s, r->idx);
     return ret;
 }
@@ -1646,7 +1674,11 @@ static void sq_close(store *st)
         pthread_join(s->ckpt, NULL);
     }
     if (s->cdb) sqlite3_close(s->cdb);
-    for (int i = 0; i < s->n_readers; i++) sqlite3_close(s->rdb[i]);
+    for (int i = 0; i < s->n_readers; i++) {
+        for (int k = 0; s->rstmts && k < RD_CACHE; k++) sqlite3_finalize(s->rstmts[(size_t)i * RD_CACHE + k]);
+        sqlite3_close(s->rdb[i]);
+    }
+    free(s->rstmts);
     free(s->rdb);
     free(s->free_readers);
     for (int i = 0; i < ST_COUNT; i++) sqlite3_finalize(s->st[i]);
@@ -1742,8 +1774,9 @@ static store *sq_open(const store_config *cfg, char *err, size_t errlen)
 
     int n = cfg->readers > 0 ? cfg->readers : DEFAULT_READERS;
     s->rdb = calloc((size_t)n, sizeof *s->rdb);
+    s->rstmts = calloc((size_t)n * RD_CACHE, sizeof *s->rstmts);
     s->free_readers = calloc((size_t)n, sizeof *s->free_readers);
-    if (!s->rdb || !s->free_readers) { snprintf(err, errlen, "out of memory"); goto fail; }
+    if (!s->rdb || !s->rstmts || !s->free_readers) { snprintf(err, errlen, "out of memory"); goto fail; }
     for (int i = 0; i < n; i++) {
         sqlite3 *db = NULL;
         int rc = sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
