@@ -170,7 +170,7 @@ struct idle_slot {
     struct idle_slot *next;
 };
 #define IDLE_MAX 64        /* threads kept waiting at most; more finish */
-#define IDLE_KEEP_MS 10000 /* a thread with no call for this long finishes */
+#define IDLE_KEEP_S 10      /* a thread with no call for this many seconds finishes */
 
 static void post_request(rpc_server *s, struct smethod *sm, int cqi);
 static void finish(rpc_ctx *c, int code);
@@ -865,7 +865,7 @@ static void *handler_thread(void *arg)
             s->n_idle++;
             struct timespec until;
             clock_gettime(CLOCK_MONOTONIC, &until);
-            until.tv_sec += IDLE_KEEP_MS / 1000;
+            until.tv_sec += IDLE_KEEP_S;
             while (!me.job && !atomic_load(&s->stopping))
                 if (pthread_cond_timedwait(&me.cv, &s->mu, &until) == ETIMEDOUT) break;
             if (!me.job) idle_unlist(s, &me);
