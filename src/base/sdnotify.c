@@ -41,6 +41,7 @@ static int send_msg(const sdn *n, const char *msg)
 
 static void *watchdog_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "sd-watchdog");
     sdn *n = arg;
     uint64_t half = n->watchdog_usec / 2;
     pthread_mutex_lock(&n->mu);

@@ -408,6 +408,7 @@ int64_t link_backoff_ms(int64_t reconnect_ms, int attempt, int lost, unsigned *r
 
 static void *sender_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "link-sender");
     link_t *l = arg;
     int registered = 0, attempt = 0, lost = 0;
     int64_t next_attempt = 0, hb_due = 0, sync_due = 0, report_retry = 0;
@@ -547,6 +548,7 @@ static void collect_due(link_t *l, unsigned due)
 
 static void *collector_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "link-collector");
     link_t *l = arg;
     pthread_mutex_lock(&l->mu);
     while (!l->stop) {

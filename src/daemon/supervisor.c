@@ -1383,6 +1383,7 @@ static int any_process(const sup *s)
 
 static void *sup_thread(void *arg)
 {
+    pthread_setname_np(pthread_self(), "supervisor");
     sup *s = arg;
     struct pollfd *pfd = NULL;
     agent **owner = NULL;

@@ -571,6 +571,7 @@ static const char *const *secret_md(updr *u, char *bearer, size_t n, const char 
 
 static void *stream_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "upd-stream");
     updr *u = arg;
     int attempt = 0, established = 0;
     for (;;) {
@@ -696,6 +697,7 @@ static int send_results(updr *u)
 
 static void *report_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "upd-report");
     updr *u = arg;
     int attempt = 0;
     pthread_mutex_lock(&u->mu);

@@ -456,6 +456,7 @@ static int64_t mono_ms(void)
 
 static void *thread_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "liveness");
     liveness *l = arg;
     int64_t next_flush = mono_ms() + l->cfg.flush_interval_ms;
     int64_t next_sweep = mono_ms() + l->cfg.sweep_interval_ms;

@@ -34,6 +34,7 @@ static void pass(retention *r)
 
 static void *main_loop(void *arg)
 {
+    pthread_setname_np(pthread_self(), "retention");
     retention *r = arg;
     pthread_mutex_lock(&r->mu);
     while (!r->stop) {

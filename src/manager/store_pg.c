@@ -874,6 +874,7 @@ static void run_batch(writer *wr, wreq *batch)
 
 static void *writer_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "pg-writer");
     writer *wr = arg;
     pgstore *s = wr->s;
     int backoff = BACKOFF_MIN_MS;
@@ -2441,6 +2442,7 @@ static void coord_deliver(pgstore *s)
 
 static void *coord_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "pg-coord");
     pgstore *s = arg;
     int backoff = BACKOFF_MIN_MS;
     int64_t next_try = 0;

@@ -108,7 +108,7 @@ enum {
     ST_MNODE_GET, ST_MNODE_ADD, ST_POINT_ADD,
     ST_RET_NEXT_SERIES, ST_RET_BOUNDARY, ST_RET_DELETE,
     ST_DEL_POINTS, ST_DEL_SERIES, ST_DEL_AGENTS, ST_DEL_EVENTS, ST_DEL_NODE,
-    ST_AUDIT_ADD,
+    ST_AUDIT_ADD, ST_UPDATE_RESULT,
     ST_COUNT
 };
 
@@ -164,6 +164,8 @@ static const char *const writer_sql[ST_COUNT] = {
     [ST_AUDIT_ADD] =
         "INSERT INTO audit (at, actor, role, method, target, result, detail, peer)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [ST_UPDATE_RESULT] =
+        "UPDATE update_events SET outcome = ?3, message = ?4, result_at = ?5 WHERE id = ?1 AND node_id = ?2",
 };
 
 /* ---- node ref cache (writer thread only) ------------------------------------------------- */
@@ -429,6 +431,7 @@ static void run_batch(sqlstore *s, wreq *batch)
 
 static void *writer_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "sqlite-writer");
     sqlstore *s = arg;
     pthread_mutex_lock(&s->mu);
     for (;;) {
@@ -480,6 +483,7 @@ static int wal_hook(void *ctx, sqlite3 *db, const char *name, int frames)
 
 static void *ckpt_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "sqlite-ckpt");
     sqlstore *s = arg;
     pthread_mutex_lock(&s->cmu);
     for (;;) {
@@ -1909,21 +1913,16 @@ struct update_result_args {
 
 static int w_update_result(sqlstore *s, void *arg, char *err, size_t errlen)
 {
-    static const char *what = "record update result";
     struct update_result_args *a = arg;
-    sqlite3_stmt *st = w_prepare(s,
-        "UPDATE update_events SET outcome = ?3, message = ?4, result_at = ?5"
-        " WHERE id = ?1 AND node_id = ?2", what, err, errlen);
-    if (!st) return -1;
+    sqlite3_stmt *st = s->st[ST_UPDATE_RESULT];
     sqlite3_bind_int64(st, 1, (sqlite3_int64)a->id);
     bind_str(st, 2, a->node_id);
     bind_str(st, 3, a->outcome);
     bind_str(st, 4, a->message);
     sqlite3_bind_int64(st, 5, a->at);
-    int rc = w_step_done(s, st, what, err, errlen);
-    if (rc == 0) a->found = sqlite3_changes(s->wdb) > 0;
-    sqlite3_finalize(st);
-    return rc;
+    if (st_run(s, ST_UPDATE_RESULT, "record update result", err, errlen) < 0) return -1;
+    a->found = sqlite3_changes(s->wdb) > 0;
+    return 0;
 }
 
 static int sq_set_update_result(store *st, const char *node_id, uint64_t id, const char *outcome,

@@ -236,6 +236,7 @@ static void run_part(upd *u, int k)
 
 static void *pusher_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "upd-pusher");
     upd *u = ((void **)arg)[0];
     int k = (int)(intptr_t)((void **)arg)[1];
     free(arg);
@@ -419,6 +420,7 @@ static void replay_one(upd *u, sub *x)
 
 static void *replayer_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "upd-replayer");
     upd *u = arg;
     int64_t next_poll = u->poll_ms ? mono_ms() + u->poll_ms : INT64_MAX;
     pthread_mutex_lock(&u->mu);

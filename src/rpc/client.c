@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "base/log.h"
+#include "rpc/runtime.h"
 #include "rpc/wire.h"
 
 #define MAX_MD 16
@@ -116,7 +117,7 @@ rpc_channel *rpc_channel_new(const char *target, const rpc_client_opts *o, char 
         memset(&dflt, 0, sizeof dflt);
         o = &dflt;
     }
-    grpc_init();
+    rpc_runtime_init();
     char *resolved = NULL;
     const char *service_config = NULL;
     if (strchr(target, ',')) {
@@ -563,6 +564,7 @@ static void async_done(loop_tag *t, int success)
 
 static void *loop_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "rpc-client-cq");
     grpc_completion_queue *cq = arg;
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
@@ -578,7 +580,7 @@ static void *loop_main(void *arg)
 rpc_loop *rpc_loop_new(int threads, char *err, size_t errlen)
 {
     if (threads < 1) threads = 1;
-    grpc_init();
+    rpc_runtime_init();
     rpc_loop *l = calloc(1, sizeof *l);
     if (!l) abort();
     l->n = threads;

@@ -22,6 +22,7 @@
 
 #include "base/log.h"
 #include "health.pb-c.h"
+#include "rpc/runtime.h"
 #include "rpc/wire.h"
 
 #define MAX_LISTEN 8
@@ -846,6 +847,7 @@ static void idle_unlist(rpc_server *s, struct idle_slot *me)
 
 static void *handler_thread(void *arg)
 {
+    pthread_setname_np(pthread_self(), "rpc-handler");
     rpc_ctx *c = arg;
     rpc_server *s = c->srv;
     struct idle_slot me = {.job = NULL};
@@ -1014,6 +1016,7 @@ static void post_request(rpc_server *s, struct smethod *sm, int cqi)
 
 static void *worker_main(void *arg)
 {
+    pthread_setname_np(pthread_self(), "rpc-server-cq");
     struct worker_arg *wa = arg;
     rpc_server *s = wa->s;
     grpc_completion_queue *cq = s->cqs[wa->i];
@@ -1164,7 +1167,7 @@ rpc_server *rpc_server_new(const rpc_server_opts *o, char *err, size_t errlen)
         snprintf(err, errlen, "no listen address");
         return NULL;
     }
-    grpc_init();
+    rpc_runtime_init();
     rpc_server *s = calloc(1, sizeof *s);
     if (!s) abort();
     snprintf(s->name, sizeof s->name, "%s", o->name ? o->name : "server");
