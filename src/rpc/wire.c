@@ -172,6 +172,10 @@ void wire_args_build(wire_args *w, const rpc_settings *s, int is_server, const c
 {
     memset(w, 0, sizeof *w);
     w->ca.args = w->args;
+    /* channelz's per-call and per-message counters feed only the C++ channelz service, which
+     * nothing here serves (0.4% of the manager's and 0.9% of the load generator's samples in a
+     * publish to 20,000). */
+    arg_int(w, GRPC_ARG_ENABLE_CHANNELZ, 0);
     if (s->max_message_bytes > 0) {
         arg_int(w, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, s->max_message_bytes);
         arg_int(w, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, s->max_message_bytes);
