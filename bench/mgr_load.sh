@@ -13,6 +13,7 @@
 # during the measured part (both run on this machine), and what all other processes of the
 # shared machine used meanwhile (other_cpu_s), which says who used the cores.
 #   bash bench/mgr_load.sh [REPEAT] [SECONDS]     (build first: bash scripts/build.sh build)
+# MGR_LOAD_SCENARIOS="hb mixed" runs only those.
 source "$(dirname "$0")/lib.sh"
 repeat=${1:-3}
 secs=${2:-10}
@@ -24,7 +25,7 @@ declare -A args=(
   [mixed]="--nodes 10000 --channels 4 --inflight 64 --report-ratio 0.1 --types 4 --values 10"
   [rm]="--nodes 1000 --channels 4 --inflight 64 --report-ratio 1 --types 4 --values 10"
 )
-order=(hb hb_paced mixed rm)
+order=(${MGR_LOAD_SCENARIOS:-hb hb_paced mixed rm})
 for sc in "${order[@]}"; do
   for r in $(seq "$repeat"); do
     dir=$BT/$sc-$r
