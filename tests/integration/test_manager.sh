@@ -120,6 +120,13 @@ wait_for 10 old_gone || fail "old point not deleted"
 expect_eq "$(sql "select count(*) from metrics where ts = $NOW")" 2 "fresh points kept"
 pass "retention: old point deleted, fresh ones kept"
 
+# Every thread the manager starts is named, so top -H and perf say which part is busy.
+names=" $(cat /proc/$MPID/task/*/comm | sort -u | tr '\n' ' ')"
+for n in rpc-server-cq sqlite-writer sqlite-ckpt liveness retention upd-replayer upd-pusher; do
+  case "$names" in *" $n "*) ;; *) fail "no thread named $n in the manager:$names" ;; esac
+done
+pass "threads named:$names"
+
 # kill -9 during a stream of reports: every acknowledged point survives.
 "$BIN/report_stream" $M n1 $((NOW - 1800)) 20 8 > "$T/acked" 2>"$T/stream.log" &
 LOADER=$!
