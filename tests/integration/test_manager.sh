@@ -122,7 +122,8 @@ pass "retention: old point deleted, fresh ones kept"
 
 # Every thread the manager starts is named, so top -H and perf say which part is busy.
 names=" $(cat /proc/$MPID/task/*/comm | sort -u | tr '\n' ' ')"
-for n in rpc-server-cq sqlite-writer sqlite-ckpt liveness retention upd-replayer upd-pusher; do
+store_threads="sqlite-writer sqlite-ckpt"; [ "$DRIVER" = postgres ] && store_threads="pg-writer pg-coord"
+for n in rpc-server-cq $store_threads liveness retention upd-replayer upd-pusher; do
   case "$names" in *" $n "*) ;; *) fail "no thread named $n in the manager:$names" ;; esac
 done
 pass "threads named:$names"
