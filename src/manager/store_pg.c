@@ -149,6 +149,11 @@ enum {
     Q_COUNT
 };
 
+/* pg_list_nodes' filter (its parameters: status, wanted labels as jsonb, after, limit). */
+#define LIST_NODES_WHERE \
+    " WHERE ($1::text IS NULL OR status = $1) AND ($2::jsonb IS NULL OR labels @> $2::jsonb)" \
+    " AND node_id > $3 ORDER BY node_id LIMIT $4::bigint"
+
 static const char *const query_sql[Q_COUNT] = {
     [Q_NODE_UPSERT] =
         "INSERT INTO nodes (node_id, hostname, ip, os, arch, labels, daemon_version,"
@@ -217,15 +222,9 @@ static const char *const query_sql[Q_COUNT] = {
     [Q_AUDIT_ADD] =
         "INSERT INTO audit (at, actor, role, method, target, result, detail, peer)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    [Q_LIST_NODES] =
-        "SELECT " NODE_COLS " FROM nodes WHERE ($1::text IS NULL OR status = $1)"
-        " AND ($2::jsonb IS NULL OR labels @> $2::jsonb) AND node_id > $3"
-        " ORDER BY node_id LIMIT $4::bigint",
+    [Q_LIST_NODES] = "SELECT " NODE_COLS " FROM nodes" LIST_NODES_WHERE,
     /* The same selection, ids only: what a publish needs of 20,000 rows. */
-    [Q_LIST_NODE_IDS] =
-        "SELECT node_id FROM nodes WHERE ($1::text IS NULL OR status = $1)"
-        " AND ($2::jsonb IS NULL OR labels @> $2::jsonb) AND node_id > $3"
-        " ORDER BY node_id LIMIT $4::bigint",
+    [Q_LIST_NODE_IDS] = "SELECT node_id FROM nodes" LIST_NODES_WHERE,
     [Q_GET_NODE] = "SELECT " NODE_COLS " FROM nodes WHERE node_id = $1",
     [Q_LIST_AGENTS] =
         "SELECT agent_id, type, version, status, pid, last_heartbeat, updated_at, removed"
