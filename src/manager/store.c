@@ -117,6 +117,41 @@ void store_insert_metrics_async(store *s, const char *node_id, const store_metri
     cb(user, rc, err, inserted);
 }
 
+void store_upsert_node_async(store *s, const store_node_in *n, int64_t now, store_done_fn cb,
+                             void *user)
+{
+    if (s->drv->upsert_node_async) {
+        s->drv->upsert_node_async(s, n, now, cb, user);
+        return;
+    }
+    char err[512] = "";
+    int rc = s->drv->upsert_node(s, n, now, err, sizeof err);
+    cb(user, rc, err, 0);
+}
+
+void store_sync_agents_async(store *s, const char *node_id, const store_agent_in *a, size_t n,
+                             int64_t now, int want_before, store_sync_fn cb, void *user)
+{
+    if (s->drv->sync_agents_async) {
+        s->drv->sync_agents_async(s, node_id, a, n, now, want_before, cb, user);
+        return;
+    }
+    char err[512] = "";
+    /* Read outside the sync's transaction: a concurrent sync of the same node may slip in
+     * between, which at worst reports one change twice. */
+    store_agent_list before = {0};
+    int have_before = want_before && s->drv->list_agents(s, node_id, 0, &before, err, sizeof err) == 0;
+    err[0] = 0;
+    int rc = s->drv->sync_agents(s, node_id, a, n, now, err, sizeof err);
+    cb(user, rc, err, rc == 0 && have_before ? &before : NULL);
+    store_agent_list_free(&before);
+}
+
+int store_async_writes(store *s)
+{
+    return s->drv->upsert_node_async && s->drv->sync_agents_async;
+}
+
 int store_delete_metrics_before(store *s, int64_t before, size_t batch_limit, uint64_t *deleted,
                                 char *err, size_t errlen)
 {

@@ -309,6 +309,23 @@ void store_insert_metrics_async(store *s, const char *node_id, const store_metri
 typedef void (*store_result_fn)(void *user, int rc, const char *err, int found);
 void store_set_update_result_async(store *s, const char *node_id, uint64_t id, const char *outcome,
                                    const char *message, int64_t at, store_result_fn cb, void *user);
+/* store_upsert_node without blocking: cb(user, rc, err, 0) runs exactly once, on the writer
+ * thread (or the caller's: refused before it is queued, or a driver with no asynchronous path),
+ * after the commit. n and what it points at need only live until this call returns; cb must be
+ * quick and must not call the store. */
+void store_upsert_node_async(store *s, const store_node_in *n, int64_t now, store_done_fn cb,
+                             void *user);
+/* store_sync_agents without blocking, as store_upsert_node_async. With want_before, before is
+ * the node's agents that were not removed as the sync's own transaction found them (what a
+ * caller needs to tell what the sync changed); it is NULL without want_before, when rc != 0, or
+ * when the driver could not read them. It is freed when cb returns. */
+typedef void (*store_sync_fn)(void *user, int rc, const char *err, const store_agent_list *before);
+void store_sync_agents_async(store *s, const char *node_id, const store_agent_in *a, size_t n,
+                             int64_t now, int want_before, store_sync_fn cb, void *user);
+/* 1 when the driver answers store_upsert_node_async and store_sync_agents_async from its own
+ * thread; 0 when they run the blocking calls on the caller's thread (a caller that must not
+ * block then calls them from a thread of its own). */
+int store_async_writes(store *s);
 /* Retention: deletes metric points with ts < before, batch_limit rows per transaction (0 =
  * 5000) so ingestion waits at most one small batch. *deleted (may be NULL) = rows deleted,
  * also when it fails part way. */
@@ -465,6 +482,11 @@ typedef struct store_driver {
     /* optional: NULL makes store_set_update_result_async call set_update_result and then cb */
     void (*set_update_result_async)(store *, const char *, uint64_t, const char *, const char *, int64_t,
                                     store_result_fn, void *);
+    /* optional, both or neither: NULL makes store_upsert_node_async / store_sync_agents_async
+     * call the blocking functions and then cb */
+    void (*upsert_node_async)(store *, const store_node_in *, int64_t, store_done_fn, void *);
+    void (*sync_agents_async)(store *, const char *, const store_agent_in *, size_t, int64_t, int,
+                              store_sync_fn, void *);
     int (*delete_metrics_before)(store *, int64_t, size_t, uint64_t *, char *, size_t);
     int (*delete_node)(store *, const char *, int *, char *, size_t);
     int (*list_nodes)(store *, const store_node_filter *, store_node_list *, char *, size_t);

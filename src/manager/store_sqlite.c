@@ -108,7 +108,7 @@ enum {
     ST_MNODE_GET, ST_MNODE_ADD, ST_POINT_ADD,
     ST_RET_NEXT_SERIES, ST_RET_BOUNDARY, ST_RET_DELETE,
     ST_DEL_POINTS, ST_DEL_SERIES, ST_DEL_AGENTS, ST_DEL_EVENTS, ST_DEL_NODE,
-    ST_AUDIT_ADD, ST_UPDATE_RESULT,
+    ST_AUDIT_ADD, ST_UPDATE_RESULT, ST_AGENT_LIST_LIVE,
     ST_COUNT
 };
 
@@ -166,6 +166,9 @@ static const char *const writer_sql[ST_COUNT] = {
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [ST_UPDATE_RESULT] =
         "UPDATE update_events SET outcome = ?3, message = ?4, result_at = ?5 WHERE id = ?1 AND node_id = ?2",
+    [ST_AGENT_LIST_LIVE] =
+        "SELECT agent_id, type, version, status, pid, last_heartbeat, updated_at"
+        " FROM agents WHERE node_id = ?1 AND removed = 0 ORDER BY agent_id",
 };
 
 /* ---- node ref cache (writer thread only) ------------------------------------------------- */
@@ -827,24 +830,32 @@ static int need_id(const char *id, char *err, size_t errlen)
     return -1;
 }
 
-static int sq_upsert_node(store *st, const store_node_in *n, int64_t now, char *err,
-                          size_t errlen)
+/* The node's labels as the JSON object the labels column holds (malloc'd), or NULL with err. */
+static char *labels_json(const store_node_in *n, char *err, size_t errlen)
 {
-    if (need_id(n->node_id, err, errlen) < 0) return -1;
     json_t *obj = json_object();
-    if (!obj) { snprintf(err, errlen, "register node: out of memory"); return -1; }
+    if (!obj) { snprintf(err, errlen, "register node: out of memory"); return NULL; }
     for (size_t i = 0; i < n->n_labels; i++) {
         const char *k = n->labels[i].key ? n->labels[i].key : "";
         json_t *v = json_string(n->labels[i].value ? n->labels[i].value : "");
         if (!v || json_object_set_new(obj, k, v) < 0) {
             json_decref(obj);
             snprintf(err, errlen, "register node: label '%.100s' is not valid UTF-8", k);
-            return -1;
+            return NULL;
         }
     }
     char *labels = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(obj);
-    if (!labels) { snprintf(err, errlen, "register node: out of memory"); return -1; }
+    if (!labels) snprintf(err, errlen, "register node: out of memory");
+    return labels;
+}
+
+static int sq_upsert_node(store *st, const store_node_in *n, int64_t now, char *err,
+                          size_t errlen)
+{
+    if (need_id(n->node_id, err, errlen) < 0) return -1;
+    char *labels = labels_json(n, err, errlen);
+    if (!labels) return -1;
     struct node_args a = {n, labels, now};
     int rc = submit(impl(st), w_upsert_node, &a, err, errlen);
     free(labels);
@@ -876,29 +887,37 @@ static int sq_add_node_events(store *st, const store_event_in *ev, size_t n, cha
     return submit(impl(st), w_events, &a, err, errlen);
 }
 
-static int sq_sync_agents(store *st, const char *node_id, const store_agent_in *ag, size_t n,
-                          int64_t now, char *err, size_t errlen)
+/* The listed agent ids as a JSON array (malloc'd), or NULL with err. */
+static char *agent_ids_json(const store_agent_in *ag, size_t n, char *err, size_t errlen)
 {
-    if (need_id(node_id, err, errlen) < 0) return -1;
     json_t *ids = json_array();
-    if (!ids) { snprintf(err, errlen, "sync agents: out of memory"); return -1; }
+    if (!ids) { snprintf(err, errlen, "sync agents: out of memory"); return NULL; }
     for (size_t i = 0; i < n; i++) {
         if (!ag[i].agent_id || !*ag[i].agent_id) {
             json_decref(ids);
             snprintf(err, errlen, "sync agents: agent_id is empty (state %zu)", i);
-            return -1;
+            return NULL;
         }
         json_t *v = json_string(ag[i].agent_id);
         if (!v || json_array_append_new(ids, v) < 0) {
             json_decref(ids);
             snprintf(err, errlen, "sync agents: agent_id '%.100s' is not valid UTF-8",
                      ag[i].agent_id);
-            return -1;
+            return NULL;
         }
     }
     char *ids_json = json_dumps(ids, JSON_COMPACT);
     json_decref(ids);
-    if (!ids_json) { snprintf(err, errlen, "sync agents: out of memory"); return -1; }
+    if (!ids_json) snprintf(err, errlen, "sync agents: out of memory");
+    return ids_json;
+}
+
+static int sq_sync_agents(store *st, const char *node_id, const store_agent_in *ag, size_t n,
+                          int64_t now, char *err, size_t errlen)
+{
+    if (need_id(node_id, err, errlen) < 0) return -1;
+    char *ids_json = agent_ids_json(ag, n, err, errlen);
+    if (!ids_json) return -1;
     struct agents_args a = {node_id, ag, n, now, ids_json};
     int rc = submit(impl(st), w_sync_agents, &a, err, errlen);
     free(ids_json);
@@ -1087,6 +1106,190 @@ static void sq_insert_metrics_async(store *st, const char *node_id, const store_
     if (submit_async(impl(st), &am->r) != 0) {
         async_metrics_free(am);
         cb(user, -1, "store is closing", 0);
+    }
+}
+
+/* The strings an asynchronous request keeps, copied into one allocation (NULL becomes "", as
+ * bind_str would bind it anyway). */
+typedef struct strpack {
+    char *buf, *at;
+} strpack;
+
+static size_t sp_len(const char *v) { return strlen(v ? v : "") + 1; }
+
+static const char *sp_put(strpack *p, const char *v)
+{
+    size_t l = sp_len(v);
+    memcpy(p->at, v ? v : "", l);
+    const char *r = p->at;
+    p->at += l;
+    return r;
+}
+
+/* An asynchronous RegisterNode write and its copies, freed by async_node_done. */
+typedef struct async_node {
+    wreq r;
+    struct node_args a;
+    store_node_in n;
+    char *labels;
+    strpack sp;
+    store_done_fn cb;
+    void *user;
+    char err[512];
+} async_node;
+
+static void async_node_free(async_node *an)
+{
+    free(an->labels);
+    free(an->sp.buf);
+    free(an);
+}
+
+static void async_node_done(wreq *r)
+{
+    async_node *an = (async_node *)r; /* r is the first member */
+    an->cb(an->user, r->rc, an->err, 0);
+    async_node_free(an);
+}
+
+static void sq_upsert_node_async(store *st, const store_node_in *n, int64_t now, store_done_fn cb, void *user)
+{
+    char err[512];
+    if (need_id(n->node_id, err, sizeof err) < 0) { cb(user, -1, err, 0); return; }
+    async_node *an = calloc(1, sizeof *an);
+    if (!an) { cb(user, -1, "register node: out of memory", 0); return; }
+    if (!(an->labels = labels_json(n, err, sizeof err))) {
+        async_node_free(an);
+        cb(user, -1, err, 0);
+        return;
+    }
+    const char *const f[] = {n->node_id, n->hostname, n->ip, n->os, n->arch, n->daemon_version, n->agent_version,
+                             n->daemon_address};
+    size_t len = 0;
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) len += sp_len(f[i]);
+    if (!(an->sp.buf = an->sp.at = malloc(len))) {
+        async_node_free(an);
+        cb(user, -1, "register node: out of memory", 0);
+        return;
+    }
+    an->n = (store_node_in){.node_id = sp_put(&an->sp, f[0]), .hostname = sp_put(&an->sp, f[1]),
+                            .ip = sp_put(&an->sp, f[2]), .os = sp_put(&an->sp, f[3]), .arch = sp_put(&an->sp, f[4]),
+                            .daemon_version = sp_put(&an->sp, f[5]), .agent_version = sp_put(&an->sp, f[6]),
+                            .daemon_address = sp_put(&an->sp, f[7])};
+    an->a = (struct node_args){&an->n, an->labels, now};
+    an->cb = cb;
+    an->user = user;
+    an->r = (wreq){.fn = w_upsert_node, .arg = &an->a, .err = an->err, .errlen = sizeof an->err,
+                   .state = REQ_PENDING, .cb = async_node_done};
+    if (submit_async(impl(st), &an->r) != 0) {
+        async_node_free(an);
+        cb(user, -1, "store is closing", 0);
+    }
+}
+
+/* An asynchronous SyncAgentStates write and its copies, freed by async_sync_done. */
+typedef struct async_sync {
+    wreq r;
+    struct agents_args a;
+    store_agent_in *ag;
+    char *ids_json;
+    strpack sp;
+    int want_before, have_before;
+    store_agent_list before;
+    store_sync_fn cb;
+    void *user;
+    char err[512];
+} async_sync;
+
+static void async_sync_free(async_sync *as)
+{
+    store_agent_list_free(&as->before);
+    free(as->ids_json);
+    free(as->ag);
+    free(as->sp.buf);
+    free(as);
+}
+
+static void async_sync_done(wreq *r)
+{
+    async_sync *as = (async_sync *)r;
+    as->cb(as->user, r->rc, as->err, r->rc == 0 && as->have_before ? &as->before : NULL);
+    async_sync_free(as);
+}
+
+/* The node's live agents as this transaction sees them (into as->before), then the sync. A read
+ * that fails costs only the before list; a batch that is run again reads again. */
+static int w_sync_agents_diff(sqlstore *s, void *arg, char *err, size_t errlen)
+{
+    async_sync *as = arg;
+    store_agent_list_free(&as->before);
+    as->have_before = 0;
+    if (as->want_before) {
+        sqlite3_stmt *st = s->st[ST_AGENT_LIST_LIVE];
+        bind_str(st, 1, as->a.node_id);
+        size_t cap = 0;
+        int rc = SQLITE_ERROR, oom = 0;
+        while (!oom && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+            if (as->before.n == cap) {
+                size_t ncap = cap ? cap * 2 : 8;
+                store_agent *ni = realloc(as->before.items, ncap * sizeof *ni);
+                if (!ni) { oom = 1; break; }
+                as->before.items = ni;
+                cap = ncap;
+            }
+            store_agent *g = &as->before.items[as->before.n];
+            const char *c[4];
+            for (int i = 0; i < 4; i++) c[i] = (const char *)sqlite3_column_text(st, i);
+            *g = (store_agent){.agent_id = strdup(c[0] ? c[0] : ""), .type = strdup(c[1] ? c[1] : ""),
+                               .version = strdup(c[2] ? c[2] : ""), .status = strdup(c[3] ? c[3] : ""),
+                               .pid = sqlite3_column_int(st, 4), .last_heartbeat = sqlite3_column_int64(st, 5),
+                               .updated_at = sqlite3_column_int64(st, 6)};
+            as->before.n++;
+            oom = !g->agent_id || !g->type || !g->version || !g->status;
+        }
+        as->have_before = !oom && rc == SQLITE_DONE;
+        sqlite3_reset(st);
+        if (!as->have_before) store_agent_list_free(&as->before);
+    }
+    return w_sync_agents(s, &as->a, err, errlen);
+}
+
+static void sq_sync_agents_async(store *st, const char *node_id, const store_agent_in *ag, size_t n, int64_t now,
+                                 int want_before, store_sync_fn cb, void *user)
+{
+    char err[512];
+    if (need_id(node_id, err, sizeof err) < 0) { cb(user, -1, err, NULL); return; }
+    async_sync *as = calloc(1, sizeof *as);
+    if (!as) { cb(user, -1, "sync agents: out of memory", NULL); return; }
+    if (!(as->ids_json = agent_ids_json(ag, n, err, sizeof err))) {
+        async_sync_free(as);
+        cb(user, -1, err, NULL);
+        return;
+    }
+    size_t len = sp_len(node_id);
+    for (size_t i = 0; i < n; i++)
+        len += sp_len(ag[i].agent_id) + sp_len(ag[i].type) + sp_len(ag[i].version) + sp_len(ag[i].status);
+    as->ag = calloc(n ? n : 1, sizeof *as->ag);
+    as->sp.buf = as->sp.at = malloc(len);
+    if (!as->ag || !as->sp.buf) {
+        async_sync_free(as);
+        cb(user, -1, "sync agents: out of memory", NULL);
+        return;
+    }
+    const char *id = sp_put(&as->sp, node_id);
+    for (size_t i = 0; i < n; i++)
+        as->ag[i] = (store_agent_in){.agent_id = sp_put(&as->sp, ag[i].agent_id), .type = sp_put(&as->sp, ag[i].type),
+                                     .version = sp_put(&as->sp, ag[i].version), .status = sp_put(&as->sp, ag[i].status),
+                                     .pid = ag[i].pid, .last_heartbeat = ag[i].last_heartbeat};
+    as->a = (struct agents_args){id, as->ag, n, now, as->ids_json};
+    as->want_before = want_before;
+    as->cb = cb;
+    as->user = user;
+    as->r = (wreq){.fn = w_sync_agents_diff, .arg = as, .err = as->err, .errlen = sizeof as->err,
+                   .state = REQ_PENDING, .cb = async_sync_done};
+    if (submit_async(impl(st), &as->r) != 0) {
+        async_sync_free(as);
+        cb(user, -1, "store is closing", NULL);
     }
 }
 
@@ -2346,6 +2549,8 @@ static const store_driver sqlite_driver = {
     .sync_agents = sq_sync_agents,
     .insert_metrics = sq_insert_metrics,
     .insert_metrics_async = sq_insert_metrics_async,
+    .upsert_node_async = sq_upsert_node_async,
+    .sync_agents_async = sq_sync_agents_async,
     .delete_metrics_before = sq_delete_metrics_before,
     .delete_node = sq_delete_node,
     .list_nodes = sq_list_nodes,

@@ -390,6 +390,152 @@ static void agents_sync(void **state)
     assert_string_equal(f->err, "sync agents: agent_id is empty (state 0)");
 }
 
+/* What an asynchronous write's callback saw; the test waits for it. */
+typedef struct async_seen {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int calls, rc, had_before;
+    char err[512];
+    char before[256]; /* "id:status:pid " for each agent before the sync */
+} async_seen;
+
+static void seen_reset(async_seen *a)
+{
+    pthread_mutex_lock(&a->mu);
+    a->calls = 0;
+    a->rc = 99;
+    a->had_before = 0;
+    a->err[0] = a->before[0] = 0;
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void seen_wait(async_seen *a)
+{
+    pthread_mutex_lock(&a->mu);
+    while (!a->calls) pthread_cond_wait(&a->cv, &a->mu);
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void on_node_done(void *user, int rc, const char *err, size_t unused)
+{
+    (void)unused;
+    async_seen *a = user;
+    pthread_mutex_lock(&a->mu);
+    a->calls++;
+    a->rc = rc;
+    snprintf(a->err, sizeof a->err, "%s", err ? err : "");
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void on_sync_done(void *user, int rc, const char *err, const store_agent_list *before)
+{
+    async_seen *a = user;
+    pthread_mutex_lock(&a->mu);
+    a->calls++;
+    a->rc = rc;
+    snprintf(a->err, sizeof a->err, "%s", err ? err : "");
+    a->had_before = before != NULL;
+    for (size_t i = 0; before && i < before->n; i++) {
+        size_t l = strlen(a->before);
+        snprintf(a->before + l, sizeof a->before - l, "%s:%s:%d ", before->items[i].agent_id, before->items[i].status,
+                 (int)before->items[i].pid);
+    }
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* RegisterNode's and SyncAgentStates' writes without a waiting thread: the callback runs once,
+ * after the commit; the caller's strings may be gone as soon as the call returns; a sync says
+ * what the node had before it. On PostgreSQL the same calls block and then call back. */
+static void async_register_and_sync(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(store_async_writes(f->s), f->pg ? 0 : 1);
+    async_seen a = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    char id[16] = "n1", host[16] = "host-a";
+    store_kv labels[] = {{"env", "prod"}};
+    store_node_in n = {.node_id = id, .hostname = host, .ip = "10.0.0.9", .os = "linux", .arch = "arm64",
+                       .labels = labels, .n_labels = 1, .daemon_version = "2.0", .agent_version = "1.0",
+                       .daemon_address = "10.0.0.9:9091"};
+    seen_reset(&a);
+    store_upsert_node_async(f->s, &n, 200, on_node_done, &a);
+    memset(host, 'x', sizeof host - 1); /* the store must have copied it */
+    seen_wait(&a);
+    assert_int_equal(a.rc, 0);
+    store_node got;
+    assert_int_equal(store_get_node(f->s, "n1", &got, f->err, sizeof f->err), 0);
+    assert_string_equal(got.hostname, "host-a");
+    assert_string_equal(got.arch, "arm64");
+    assert_string_equal(got.daemon_address, "10.0.0.9:9091");
+    assert_int_equal(got.last_seen, 200);
+    store_node_free(&got);
+
+    char aid[16] = "fb";
+    store_agent_in ag[] = {{aid, "filebeat", "8.1", "running", 42, 199}, {"ne", "node_exporter", "1.6", "stopped", 0, 198}};
+    seen_reset(&a);
+    store_sync_agents_async(f->s, id, ag, 2, 200, 1, on_sync_done, &a);
+    strcpy(aid, "zz");
+    strcpy(id, "n9");
+    seen_wait(&a);
+    assert_int_equal(a.rc, 0);
+    assert_int_equal(a.had_before, 1);
+    assert_string_equal(a.before, ""); /* a new node had none */
+    store_agent_list l;
+    assert_int_equal(store_list_agents(f->s, "n1", 0, &l, f->err, sizeof f->err), 0);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.items[0].agent_id, "fb");
+    store_agent_list_free(&l);
+
+    /* fb restarted (new pid), ne gone: before is the state the sync replaced. */
+    store_agent_in b[] = {{"fb", "filebeat", "8.1", "running", 77, 210}};
+    seen_reset(&a);
+    store_sync_agents_async(f->s, "n1", b, 1, 210, 1, on_sync_done, &a);
+    seen_wait(&a);
+    assert_int_equal(a.rc, 0);
+    assert_string_equal(a.before, "fb:running:42 ne:stopped:0 ");
+    /* The removed agent is not "before" any more; without want_before there is no list. */
+    seen_reset(&a);
+    store_sync_agents_async(f->s, "n1", b, 1, 220, 1, on_sync_done, &a);
+    seen_wait(&a);
+    assert_string_equal(a.before, "fb:running:77 ");
+    seen_reset(&a);
+    store_sync_agents_async(f->s, "n1", b, 1, 230, 0, on_sync_done, &a);
+    seen_wait(&a);
+    assert_int_equal(a.rc, 0);
+    assert_int_equal(a.had_before, 0);
+
+    /* Refusals call back once, with the reason, and store nothing. */
+    store_agent_in bad[] = {{"", "t", "v", "running", 1, 1}};
+    seen_reset(&a);
+    store_sync_agents_async(f->s, "n1", bad, 1, 240, 1, on_sync_done, &a);
+    seen_wait(&a);
+    assert_int_equal(a.rc, -1);
+    assert_int_equal(a.had_before, 0);
+    assert_string_equal(a.err, "sync agents: agent_id is empty (state 0)");
+    seen_reset(&a);
+    store_sync_agents_async(f->s, "", b, 1, 240, 1, on_sync_done, &a);
+    seen_wait(&a);
+    assert_int_equal(a.rc, -1);
+    assert_string_equal(a.err, "node_id is empty");
+    n.node_id = "";
+    seen_reset(&a);
+    store_upsert_node_async(f->s, &n, 240, on_node_done, &a);
+    seen_wait(&a);
+    assert_int_equal(a.rc, -1);
+    assert_string_equal(a.err, "node_id is empty");
+    store_kv bad_label[] = {{"env", "\xff\xfe"}};
+    n = (store_node_in){.node_id = "n2", .labels = bad_label, .n_labels = 1};
+    seen_reset(&a);
+    store_upsert_node_async(f->s, &n, 240, on_node_done, &a);
+    seen_wait(&a);
+    assert_int_equal(a.rc, -1);
+    assert_string_equal(a.err, "register node: label 'env' is not valid UTF-8");
+    assert_int_equal(store_get_node(f->s, "n2", &got, f->err, sizeof f->err), STORE_NOT_FOUND);
+    usleep(50 * 1000);
+    assert_int_equal(a.calls, 1);
+}
+
 static void metrics_idempotent_exact_and_stats(void **state)
 {
     fixture *f = *state;
@@ -1040,6 +1186,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(placeholder_never_overwrites, setup, teardown),
         cmocka_unit_test_setup_teardown(list_filters_touch_and_events, setup, teardown),
         cmocka_unit_test_setup_teardown(agents_sync, setup, teardown),
+        cmocka_unit_test_setup_teardown(async_register_and_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(metrics_idempotent_exact_and_stats, setup, teardown),
         cmocka_unit_test_setup_teardown(retention_in_batches, setup, teardown),
         cmocka_unit_test_setup_teardown(delete_node_everything, setup, teardown),
