@@ -40,13 +40,15 @@ static struct chunk *chunk_new(size_t cap)
     return c;
 }
 
-wire_arena *wire_arena_new(void)
+wire_arena *wire_arena_new_sized(size_t first)
 {
     wire_arena *a = malloc(sizeof *a);
     if (!a) abort();
-    a->head = chunk_new(4096 - sizeof(struct chunk));
+    a->head = chunk_new(first > sizeof(struct chunk) + 64 ? first - sizeof(struct chunk) : 64);
     return a;
 }
+
+wire_arena *wire_arena_new(void) { return wire_arena_new_sized(4096); }
 
 void wire_arena_free(wire_arena *a)
 {

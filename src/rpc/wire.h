@@ -14,6 +14,9 @@
 /* A bump allocator: everything of one call, freed at once. */
 typedef struct wire_arena wire_arena;
 wire_arena *wire_arena_new(void);
+/* The same with a first block of `first` bytes (later blocks are 8 KiB): a call that lives long
+ * and allocates little (a server stream's request) should not hold 4 KiB for its life. */
+wire_arena *wire_arena_new_sized(size_t first);
 void wire_arena_free(wire_arena *a);
 void *wire_arena_alloc(wire_arena *a, size_t n); /* zeroed, 16-aligned; aborts on OOM */
 ProtobufCAllocator wire_arena_allocator(wire_arena *a);
