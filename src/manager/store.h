@@ -327,8 +327,11 @@ void store_sync_agents_async(store *s, const char *node_id, const store_agent_in
  * block then calls them from a thread of its own). */
 int store_async_writes(store *s);
 /* Retention: deletes metric points with ts < before, batch_limit rows per transaction (0 =
- * 5000) so ingestion waits at most one small batch. *deleted (may be NULL) = rows deleted,
+ * 5000) and at most STORE_RETENTION_SERIES series looked at per transaction, so ingestion
+ * waits at most one small batch (a pass that found nothing old in 20,000 nodes' series used to
+ * look at all of them in one write, while every registration and report waited). *deleted (may be NULL) = rows deleted,
  * also when it fails part way. */
+#define STORE_RETENTION_SERIES 256
 int store_delete_metrics_before(store *s, int64_t before, size_t batch_limit, uint64_t *deleted,
                                 char *err, size_t errlen);
 /* Deletes the node with its events, agents and metrics. *found (may be NULL) = 1 if it existed. */

@@ -1121,7 +1121,7 @@ static int w_retention(PGconn *w, void *arg, char *err, size_t errlen)
     char cur[24], before[24], room[24];
     i64s(before, sizeof before, a->before);
     a->finished = 0;
-    while (got < a->limit) {
+    for (int seen = 0; got < a->limit && seen < STORE_RETENTION_SERIES; seen++) {
         i64s(cur, sizeof cur, cursor);
         const char *p1[1] = {cur};
         PGresult *r = PQexecPrepared(w, query_name[Q_RET_NEXT_SERIES], 1, p1, NULL, NULL, 0);

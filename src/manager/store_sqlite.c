@@ -744,7 +744,7 @@ static int w_retention(sqlstore *s, void *arg, char *err, size_t errlen)
     struct retention_args *a = arg;
     int64_t cursor = a->cursor, got = 0;
     a->finished = 0;
-    while (got < a->limit) {
+    for (int seen = 0; got < a->limit && seen < STORE_RETENTION_SERIES; seen++) {
         sqlite3_stmt *st = s->st[ST_RET_NEXT_SERIES];
         sqlite3_bind_int64(st, 1, cursor);
         int rc = sqlite3_step(st);

@@ -641,6 +641,38 @@ static void retention_in_batches(void **state)
     assert_int_equal(count_points(f, "n1", "cpu"), 100);
 }
 
+/* A retention pass over many nodes' series looks at a bounded number per transaction, so the
+ * writes queued meanwhile wait for one small transaction; old points in the last series are
+ * still found. */
+static void retention_bounded_per_transaction(void **state)
+{
+    fixture *f = *state;
+    enum { N = 600 };
+    int rc;
+    char node[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(node, sizeof node, "r%04d", i);
+        report(f, node, 2000, i, &rc);
+        assert_int_equal(rc, 0);
+    }
+    report(f, "r0599", 1000, 1, &rc); /* the only old points: 4 rows, in the last series */
+    assert_int_equal(rc, 0);
+    store_stats before, after;
+    int have_stats = store_get_stats(f->s, &before) == 0;
+    assert_int_equal(have_stats, !f->pg);
+    uint64_t deleted = 0;
+    assert_int_equal(store_delete_metrics_before(f->s, 1500, 0, &deleted, f->err, sizeof f->err), 0);
+    assert_int_equal(deleted, 4);
+    assert_int_equal(count_points(f, "r0599", "cpu"), 10); /* the ts 2000 report's 10 values */
+    assert_int_equal(count_points(f, "r0000", "cpu"), 10);
+    if (have_stats) {
+        assert_int_equal(store_get_stats(f->s, &after), 0);
+        /* 600 series, at most STORE_RETENTION_SERIES per transaction: more than one */
+        assert_true(STORE_RETENTION_SERIES < N);
+        assert_true(after.commits - before.commits >= (N + STORE_RETENTION_SERIES - 1) / STORE_RETENTION_SERIES);
+    }
+}
+
 static void delete_node_everything(void **state)
 {
     fixture *f = *state;
@@ -1189,6 +1221,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(async_register_and_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(metrics_idempotent_exact_and_stats, setup, teardown),
         cmocka_unit_test_setup_teardown(retention_in_batches, setup, teardown),
+        cmocka_unit_test_setup_teardown(retention_bounded_per_transaction, setup, teardown),
         cmocka_unit_test_setup_teardown(delete_node_everything, setup, teardown),
         cmocka_unit_test_setup_teardown(concurrent_writers_and_readers, setup, teardown),
         cmocka_unit_test_setup_teardown(disk_full_reported_and_recovered, setup, teardown),
