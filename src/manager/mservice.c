@@ -152,8 +152,8 @@ static int register_node(rpc_ctx *c, const void *reqv, void *respv, void *user)
     *rd = (struct reg_done){m, c, req, resp, secret};
     int64_t now_s = now_ms(m) / 1000;
     if (!m->reg_async) {
-        /* Token mode (this is a thread of its own): the secret is written after the node, and
-         * that write blocks. */
+        /* On a thread of its own (RPC_METHOD_SLOW): in token mode the secret is written after
+         * the node, and that write blocks; a store with no asynchronous path blocks anyway. */
         char err[512];
         int src = store_upsert_node(m->st, &n, now_s, err, sizeof err);
         return reg_finish(rd, src, err);
